@@ -1,0 +1,518 @@
+"""Deep Q-Network (DQN) on CartPole-v1, in one file.
+
+This is the script that goes with the DQN-CartPole tutorial: the same QNetwork and DQNAgent,
+the same training loop with ε decay and an evaluation every 10 episodes, the best model saved
+to output/, a video of the trained agent in dqn_videos/ and every curve logged to SwanLab.
+
+    python dqn_cartpole.py            # train, evaluate, record the videos
+    python dqn_cartpole.py --help     # every setting, with its default
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import swanlab
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from gymnasium.wrappers import RecordVideo
+
+ENV_ID = "CartPole-v1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings: each one is declared once, here. The command line, the agent and the SwanLab config
+# all read this one object, so no value is written twice.
+# ---------------------------------------------------------------------------------------------
+def setting(default, help: str, **argparse_options):
+    """A Config field: its default, its --help text and any extra argparse options."""
+    return field(default=default, metadata={"help": help, **argparse_options})
+
+
+@dataclass
+class Config:
+    # training
+    episodes: int = setting(600, "number of training episodes")
+    eval_every: int = setting(10, "evaluate the greedy policy every N episodes")
+    eval_episodes: int = setting(5, "greedy episodes per evaluation")
+    seed: int = setting(42, "random seed for Python, NumPy, PyTorch and the environments")
+    # DQN
+    lr: float = setting(1e-3, "Adam learning rate")
+    batch_size: int = setting(64, "transitions per gradient step")
+    gamma: float = setting(0.99, "discount factor")
+    buffer_size: int = setting(10_000, "replay buffer capacity (oldest transitions are dropped)")
+    target_update_freq: int = setting(100, "copy q_net into target_net every N gradient steps")
+    epsilon_start: float = setting(1.0, "exploration rate ε at the first episode")
+    epsilon_end: float = setting(0.01, "lowest ε")
+    epsilon_decay: float = setting(0.995, "ε is multiplied by this after every episode")
+    device: str = setting("cpu", "torch device", choices=["cpu", "cuda"])
+    # outputs
+    output_dir: str = setting("output", "where best_model.pth, best_model.json, metrics.csv go")
+    video_dir: str = setting("dqn_videos", "where the test videos (mp4) go")
+    test_episodes: int = setting(3, "episodes the best model plays (and records) after training")
+    max_test_steps: int = setting(1500, "step limit of a test episode (training uses 500)")
+    no_video: bool = setting(False, "play the test episodes without recording videos")
+    # SwanLab
+    swanlab_mode: str = setting(
+        "auto",
+        "auto: the cloud if you ran `swanlab login`, else a local dashboard (`swanlab watch`)",
+        choices=["auto", "cloud", "local", "offline", "disabled"],
+    )
+    project: str = setting("RL-All-In-One", "SwanLab project")
+    experiment_name: str = setting("DQN-CartPole-v1", "SwanLab experiment name")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train a DQN agent on CartPole-v1 and watch it on SwanLab.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=f.type, default=f.default, **f.metadata)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    return Config(**vars(build_parser().parse_args(argv)))
+
+
+def set_seed(seed: int) -> None:
+    """Seed every source of randomness the script uses, so a run can be repeated exactly."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_env(seed: int, **kwargs) -> gym.Env:
+    # CartPole-v1 keeps its standard 500-step limit here, so returns compare with published ones.
+    env = gym.make(ENV_ID, **kwargs)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# The Q-network: a state goes in, one Q-value per action comes out.
+# ---------------------------------------------------------------------------------------------
+class QNetwork(nn.Module):
+    def __init__(self, state_dim: int, action_dim: int):
+        super().__init__()
+        # Named `fc` as in the tutorial, so saved weights load into the tutorial's own class.
+        self.fc = nn.Sequential(
+            nn.Linear(state_dim, 64),
+            nn.ReLU(),
+            nn.Linear(64, 64),
+            nn.ReLU(),
+            nn.Linear(64, action_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def greedy_action(q_net: QNetwork, state: np.ndarray) -> int:
+    """The action with the highest Q-value: what the agent does when it stops exploring."""
+    device = next(q_net.parameters()).device
+    with torch.no_grad():
+        q_values = q_net(torch.as_tensor(state, dtype=torch.float32, device=device))
+    return int(q_values.argmax())
+
+
+def play_episode(env: gym.Env, q_net: QNetwork) -> tuple[float, int]:
+    """One greedy episode; returns its total reward and its length."""
+    state, _ = env.reset()
+    total_reward, steps = 0.0, 0
+    while True:
+        state, reward, terminated, truncated, _ = env.step(greedy_action(q_net, state))
+        total_reward += float(reward)
+        steps += 1
+        # An episode ends when the pole falls (terminated) or the time limit hits (truncated).
+        if terminated or truncated:
+            return total_reward, steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Experience replay: a fixed-size FIFO memory of transitions, sampled at random so that one
+# gradient step does not see a run of strongly correlated consecutive states.
+# ---------------------------------------------------------------------------------------------
+class ReplayBuffer:
+    def __init__(self, capacity: int, state_dim: int, rng: np.random.Generator):
+        self.capacity, self.rng = capacity, rng
+        self.states = np.zeros((capacity, state_dim), dtype=np.float32)
+        self.next_states = np.zeros((capacity, state_dim), dtype=np.float32)
+        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=np.float32)
+        self.size, self.next_index = 0, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, state, action, reward, next_state, terminated) -> None:
+        i = self.next_index
+        self.states[i], self.actions[i], self.rewards[i] = state, action, reward
+        self.next_states[i], self.terminated[i] = next_state, terminated
+        # When full, the write position wraps around and overwrites the oldest transition.
+        self.next_index = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> tuple[np.ndarray, ...]:
+        idx = self.rng.integers(0, self.size, size=batch_size)
+        return (
+            self.states[idx],
+            self.actions[idx],
+            self.rewards[idx],
+            self.next_states[idx],
+            self.terminated[idx],
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent: ε-greedy acting, replay memory, and the DQN update with a target network.
+# ---------------------------------------------------------------------------------------------
+class DQNAgent:
+    def __init__(self, state_dim: int, action_dim: int, config: Config):
+        self.config = config
+        self.action_dim = action_dim
+        self.device = torch.device(config.device)
+        self.rng = np.random.default_rng(config.seed)
+        self.q_net = QNetwork(state_dim, action_dim).to(self.device)
+        # The target network gives the TD target. It starts equal to q_net and then follows it
+        # only every target_update_freq steps, so the target does not move with every update.
+        self.target_net = QNetwork(state_dim, action_dim).to(self.device)
+        self.target_net.load_state_dict(self.q_net.state_dict())
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr)
+        self.replay_buffer = ReplayBuffer(config.buffer_size, state_dim, self.rng)
+        self.epsilon = config.epsilon_start
+        self.train_steps = 0
+
+    def choose_action(self, state: np.ndarray) -> int:
+        """ε-greedy: explore with probability ε, otherwise act on what the network has learned."""
+        if self.rng.random() < self.epsilon:
+            return int(self.rng.integers(self.action_dim))
+        return greedy_action(self.q_net, state)
+
+    def store_experience(self, state, action, reward, next_state, terminated: bool) -> None:
+        # Store `terminated`, not `done`: an episode cut by the time limit did not really end.
+        self.replay_buffer.append(state, action, reward, next_state, terminated)
+
+    def td_target(
+        self, rewards: torch.Tensor, next_states: torch.Tensor, terminated: torch.Tensor
+    ) -> torch.Tensor:
+        """r + γ·max_a' Q_target(s', a'), with no future value after a real end of episode."""
+        with torch.no_grad():
+            next_q = self.target_net(next_states).max(dim=1).values
+        # CORRECTNESS: bootstrap after a truncation too; only a fallen pole has no future.
+        return rewards + self.config.gamma * (1.0 - terminated) * next_q
+
+    def train(self) -> float | None:
+        """One gradient step on a random batch; returns the loss (None until a batch exists)."""
+        if len(self.replay_buffer) < self.config.batch_size:
+            return None
+        states, actions, rewards, next_states, terminated = (
+            torch.as_tensor(a, device=self.device)
+            for a in self.replay_buffer.sample(self.config.batch_size)
+        )
+        q_taken = self.q_net(states).gather(1, actions.unsqueeze(1)).squeeze(1)
+        loss = F.mse_loss(q_taken, self.td_target(rewards, next_states, terminated))
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+        self.train_steps += 1
+        if self.train_steps % self.config.target_update_freq == 0:
+            self.target_net.load_state_dict(self.q_net.state_dict())
+        return loss.item()
+
+    def evaluate(self, env: gym.Env, episodes: int) -> float:
+        """Mean return of `episodes` greedy episodes (no exploration, no learning)."""
+        return float(np.mean([play_episode(env, self.q_net)[0] for _ in range(episodes)]))
+
+    def save_model(self, path: Path) -> None:
+        """Save q_net's weights as a plain state_dict (see save_atomically)."""
+        save_atomically(path, lambda f: torch.save(self.q_net.state_dict(), f))
+
+
+def decay_epsilon(epsilon: float, config: Config) -> float:
+    """After each episode explore a little less: early on the Q-values are noise, later they
+    are worth trusting. ε never goes below epsilon_end, so the agent keeps exploring a bit."""
+    return max(config.epsilon_end, epsilon * config.epsilon_decay)
+
+
+def load_model(path: Path, device: str = "cpu") -> QNetwork:
+    """Rebuild a QNetwork from a saved state_dict (weights only: no code runs from the file)."""
+    state_dict = torch.load(path, map_location=device, weights_only=True)
+    state_dim, action_dim = state_dict["fc.0.weight"].shape[1], state_dict["fc.4.weight"].shape[0]
+    q_net = QNetwork(state_dim, action_dim).to(device)
+    q_net.load_state_dict(state_dict)
+    return q_net.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: written to a temporary name and then renamed, so that a run stopped at any moment
+# leaves the previous file whole.
+# ---------------------------------------------------------------------------------------------
+def save_atomically(path: Path, write, mode: str = "wb") -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, mode) as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+METRIC_COLUMNS = [
+    "episode",
+    "env_steps",
+    "wall_time_s",
+    "train_reward",
+    "episode_length",
+    "epsilon",
+    "loss",
+    "eval_avg_reward",
+    "best_avg_reward",
+]
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    def write(f):
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    save_atomically(path, write, mode="w")
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gymnasium": gym.__version__,
+        "numpy": np.__version__,
+        "swanlab": swanlab.__version__,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# SwanLab: choose a mode that never asks for a login, since learners may have no account.
+# ---------------------------------------------------------------------------------------------
+def resolve_swanlab_mode(requested: str) -> str:
+    """Map --swanlab-mode to a SwanLab mode; `auto` uses the cloud only with a saved login."""
+    if requested != "auto":
+        return "online" if requested == "cloud" else requested
+    # swanlab.Settings reads SWANLAB_MODE, SWANLAB_API_KEY and the key saved by `swanlab login`.
+    settings = swanlab.Settings()
+    if os.environ.get("SWANLAB_MODE"):
+        return settings.mode
+    return "online" if settings.api_key else "local"
+
+
+def start_swanlab(config: Config, extra_config: dict) -> "swanlab.Run | None":
+    mode = resolve_swanlab_mode(config.swanlab_mode)
+    if mode == "disabled":
+        return None
+    options = dict(
+        project=config.project,
+        experiment_name=config.experiment_name,
+        config={**asdict(config), **extra_config},
+        description="DQN on CartPole-v1 (dqn_cartpole.py)",
+    )
+    try:
+        return swanlab.init(mode=mode, **options)
+    except Exception as error:
+        if mode != "online":
+            raise
+        # No network or a bad key: keep the run, and its curves, on this machine instead.
+        print(f"SwanLab cloud unavailable ({error}); logging locally instead.")
+        return swanlab.init(mode="local", **options)
+
+
+def log(run, metrics: dict, step: int) -> None:
+    if run is not None:
+        run.log(metrics, step=step)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: episodes of ε-greedy play, one gradient step per environment step, a greedy
+# evaluation every eval_every episodes, and the best evaluated model kept on disk.
+# ---------------------------------------------------------------------------------------------
+def run_episode(env: gym.Env, agent: DQNAgent) -> tuple[float, int, list[float]]:
+    """One training episode; returns its total reward, its length and the losses of its steps."""
+    state, _ = env.reset()
+    total_reward, steps, losses = 0.0, 0, []
+    while True:
+        action = agent.choose_action(state)
+        next_state, reward, terminated, truncated, _ = env.step(action)
+        agent.store_experience(state, action, reward, next_state, terminated)
+        loss = agent.train()
+        if loss is not None:
+            losses.append(loss)
+        total_reward += float(reward)
+        steps += 1
+        state = next_state
+        if terminated or truncated:
+            return total_reward, steps, losses
+
+
+def save_best_model(agent: DQNAgent, output_dir: Path, description: dict) -> None:
+    """best_model.pth holds the weights; best_model.json says where and how they were made."""
+    agent.save_model(output_dir / "best_model.pth")
+    info = {**description, "config": asdict(agent.config), "versions": library_versions()}
+    save_atomically(output_dir / "best_model.json", lambda f: json.dump(info, f, indent=2), "w")
+
+
+def progress_line(row: dict) -> str:
+    line = (
+        f"episode {row['episode']:4d} | steps {row['env_steps']:7d} "
+        f"| reward {row['train_reward']:5.0f} | ε {row['epsilon']:.3f}"
+    )
+    if row["loss"] != "":
+        line += f" | loss {row['loss']:7.4f}"
+    if row["eval_avg_reward"] != "":
+        line += f" | eval {row['eval_avg_reward']:5.1f} | best {row['best_avg_reward']:5.1f}"
+    return line
+
+
+def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, run, started: float) -> dict:
+    """The training loop. Returns a summary: best evaluation, where it happened, steps taken."""
+    config = agent.config
+    output_dir = Path(config.output_dir)
+    rows: list[dict] = []
+    best_avg_reward, best_episode, env_steps = -float("inf"), None, 0
+    for episode in range(1, config.episodes + 1):
+        reward, length, losses = run_episode(env, agent)
+        env_steps += length
+        row = {
+            "episode": episode,
+            "env_steps": env_steps,
+            "wall_time_s": round(time.perf_counter() - started, 3),
+            "train_reward": reward,
+            "episode_length": length,
+            "epsilon": agent.epsilon,
+            "loss": float(np.mean(losses)) if losses else "",
+            "eval_avg_reward": "",
+            "best_avg_reward": "",
+        }
+        agent.epsilon = decay_epsilon(agent.epsilon, config)
+
+        if episode % config.eval_every == 0 or episode == config.episodes:
+            eval_avg = agent.evaluate(eval_env, config.eval_episodes)
+            if eval_avg > best_avg_reward:
+                best_avg_reward, best_episode = eval_avg, episode
+                description = {
+                    "episode": episode,
+                    "eval_avg_reward": eval_avg,
+                    "env_steps": env_steps,
+                    "seed": config.seed,
+                }
+                save_best_model(agent, output_dir, description)
+            row["eval_avg_reward"] = eval_avg
+        if best_episode is not None:
+            row["best_avg_reward"] = best_avg_reward
+        rows.append(row)
+
+        if row["eval_avg_reward"] != "":
+            write_metrics(output_dir / "metrics.csv", rows)
+            log(
+                run, {"eval/avg_reward": eval_avg, "eval/best_avg_reward": best_avg_reward}, episode
+            )
+        metrics = {
+            "train/reward": reward,
+            "train/episode_length": length,
+            "train/epsilon": row["epsilon"],
+        }
+        if losses:
+            metrics["train/loss"] = row["loss"]
+        log(run, metrics, episode)
+        print(progress_line(row))
+
+    write_metrics(output_dir / "metrics.csv", rows)
+    return {
+        "best_avg_reward": best_avg_reward,
+        "best_episode": best_episode,
+        "env_steps": env_steps,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Test playback: the best saved model plays with a longer time limit, recorded to mp4.
+# ---------------------------------------------------------------------------------------------
+def test_playback(config: Config, model_path: Path, run) -> list[float]:
+    q_net = load_model(model_path, config.device)
+    render_mode = None if config.no_video else "rgb_array"
+    # Frames are drawn off-screen; without this, SDL looks for a display and complains.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    env = make_env(
+        config.seed + 2, render_mode=render_mode, max_episode_steps=config.max_test_steps
+    )
+    if not config.no_video:
+        # One mp4 per episode: the wrapper writes each file when the next reset (or close) comes.
+        env = RecordVideo(env, config.video_dir, episode_trigger=lambda _: True)
+    returns = []
+    for episode in range(config.test_episodes):
+        total_reward, _ = play_episode(env, q_net)
+        returns.append(total_reward)
+        print(f"test episode {episode} | reward {total_reward:.0f}")
+        log(run, {"test/reward": total_reward}, episode)
+    env.close()
+    return returns
+
+
+def swanlab_hint(run) -> str:
+    if run is None:
+        return "SwanLab: disabled"
+    if run.mode == "online":
+        return f"SwanLab: {run.url}"
+    if run.mode == "local":
+        return f"SwanLab dashboard: swanlab watch {Path(run.dir).parent}"
+    return f"SwanLab run saved offline in {run.dir} (upload later with `swanlab sync`)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    config = parse_args(argv)
+    set_seed(config.seed)
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+
+    env = make_env(config.seed)
+    # A separate environment for evaluation, so that evaluating does not disturb training.
+    eval_env = make_env(config.seed + 1)
+    state_dim, action_dim = env.observation_space.shape[0], env.action_space.n
+    agent = DQNAgent(state_dim, action_dim, config)
+    run = start_swanlab(config, {"state_dim": state_dim, "action_dim": action_dim})
+
+    summary = train_agent(agent, env, eval_env, run, started)
+    env.close()
+    eval_env.close()
+    model_path = Path(config.output_dir) / "best_model.pth"
+    test_playback(config, model_path, run)
+    hint = swanlab_hint(run)
+    if run is not None:
+        swanlab.finish()
+
+    print(
+        f"\nBest evaluation: {summary['best_avg_reward']:.1f} (episode {summary['best_episode']})"
+        f"\nModel: {model_path}   metrics: {Path(config.output_dir) / 'metrics.csv'}"
+        + ("" if config.no_video else f"   videos: {config.video_dir}/")
+        + f"\n{hint}"
+        + f"\nTotal time: {time.perf_counter() - started:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

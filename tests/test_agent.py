@@ -1,0 +1,182 @@
+"""The DQN pieces, one behaviour at a time: network, ε-greedy, TD target, target sync, saving."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import dqn_cartpole as dqn
+
+
+def make_agent(**overrides) -> dqn.DQNAgent:
+    return dqn.DQNAgent(4, 2, dqn.Config(**overrides))
+
+
+def fill_buffer(agent: dqn.DQNAgent, n: int) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        s, s2 = rng.normal(size=4), rng.normal(size=4)
+        agent.store_experience(s, int(rng.integers(2)), 1.0, s2, bool(rng.random() < 0.1))
+
+
+def test_qnetwork_maps_4_states_to_2_q_values_with_the_tutorials_keys():
+    net = dqn.QNetwork(4, 2)
+    assert net(torch.zeros(7, 4)).shape == (7, 2)
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert shapes == {
+        "fc.0.weight": (64, 4),
+        "fc.0.bias": (64,),
+        "fc.2.weight": (64, 64),
+        "fc.2.bias": (64,),
+        "fc.4.weight": (2, 64),
+        "fc.4.bias": (2,),
+    }
+
+
+def test_target_net_starts_equal_to_q_net():
+    agent = make_agent()
+    for k, v in agent.q_net.state_dict().items():
+        assert torch.equal(v, agent.target_net.state_dict()[k])
+
+
+def test_choose_action_at_epsilon_zero_always_takes_the_best_q_value():
+    agent = make_agent()
+    agent.epsilon = 0.0
+    states = np.random.default_rng(1).normal(size=(200, 4)).astype(np.float32)
+    with torch.no_grad():
+        best = agent.q_net(torch.as_tensor(states)).argmax(dim=1).numpy()
+    assert [agent.choose_action(s) for s in states] == best.tolist()
+    assert len(set(best.tolist())) == 2, "the check needs states where each action is best"
+
+
+def test_choose_action_at_epsilon_one_ignores_the_network_and_picks_both_actions(monkeypatch):
+    agent = make_agent()
+    agent.epsilon = 1.0
+
+    def no_network(*args):
+        raise AssertionError("the network was asked while exploring")
+
+    monkeypatch.setattr(agent.q_net, "forward", no_network)
+    actions = [agent.choose_action(np.zeros(4, np.float32)) for _ in range(2000)]
+    assert set(actions) == {0, 1}
+    assert 0.45 < np.mean(actions) < 0.55
+
+
+def test_td_target_bootstraps_after_truncation_but_not_after_termination():
+    agent = make_agent(gamma=0.9)
+    next_states = torch.ones(2, 4)
+    with torch.no_grad():
+        next_q = agent.target_net(next_states).max(dim=1).values
+    target = agent.td_target(torch.tensor([1.0, 1.0]), next_states, torch.tensor([1.0, 0.0]))
+    assert target[0].item() == pytest.approx(1.0)  # the pole fell: nothing follows
+    assert target[1].item() == pytest.approx(1.0 + 0.9 * next_q[1].item())  # cut by time
+
+
+def test_training_episode_stores_terminated_not_truncated():
+    agent = make_agent()
+    # Five steps are too few for the pole to fall, so this episode ends only by truncation.
+    short = gym.make("CartPole-v1", max_episode_steps=5)
+    short.reset(seed=0)
+    _, length, _ = dqn.run_episode(short, agent)
+    assert length == 5
+    assert agent.replay_buffer.terminated[:5].tolist() == [0.0] * 5
+
+    # A random policy drops the pole long before 500 steps: the last step is a real end.
+    full = gym.make("CartPole-v1")
+    full.reset(seed=0)
+    _, length, _ = dqn.run_episode(full, agent)
+    flags = agent.replay_buffer.terminated[5 : 5 + length].tolist()
+    assert flags == [0.0] * (length - 1) + [1.0]
+
+
+def test_train_returns_none_until_a_batch_exists_then_a_loss():
+    agent = make_agent(batch_size=8)
+    fill_buffer(agent, 7)
+    assert agent.train() is None
+    fill_buffer(agent, 1)
+    loss = agent.train()
+    assert isinstance(loss, float) and np.isfinite(loss)
+
+
+def test_target_net_is_synced_after_exactly_target_update_freq_gradient_steps():
+    agent = make_agent(batch_size=8, target_update_freq=5)
+    fill_buffer(agent, 32)
+
+    def same() -> bool:
+        target = agent.target_net.state_dict()
+        return all(torch.equal(v, target[k]) for k, v in agent.q_net.state_dict().items())
+
+    for _ in range(4):
+        agent.train()
+    assert not same(), "q_net has learned, the target must still hold the old weights"
+    agent.train()
+    assert same()
+    agent.train()
+    assert not same()
+
+
+def test_replay_buffer_is_fifo_with_a_fixed_capacity():
+    buffer = dqn.ReplayBuffer(3, 1, np.random.default_rng(0))
+    for i in range(5):
+        buffer.append([i], 0, float(i), [i + 1], False)
+    assert len(buffer) == 3
+    assert sorted(buffer.rewards.tolist()) == [2.0, 3.0, 4.0]  # 0 and 1 were dropped first
+    states, *_ = buffer.sample(50)
+    assert set(states[:, 0].tolist()) == {2.0, 3.0, 4.0}
+
+
+def test_epsilon_decays_geometrically_per_episode_down_to_its_floor():
+    config = dqn.Config()
+    epsilon, schedule = config.epsilon_start, []
+    for _ in range(1000):
+        schedule.append(epsilon)
+        epsilon = dqn.decay_epsilon(epsilon, config)
+    assert schedule[0] == 1.0
+    assert schedule[100] == pytest.approx(0.995**100)
+    assert min(schedule) == pytest.approx(0.01)
+    first_floor = schedule.index(min(schedule))
+    assert 0.995 ** (first_floor - 1) > 0.01  # the floor is reached exactly when due
+    assert all(a >= b for a, b in zip(schedule, schedule[1:], strict=False))
+
+
+def test_evaluate_stops_at_the_500_step_time_limit():
+    env = dqn.make_env(seed=0)
+    # Make the pole impossible to drop: only the time limit can end the episode now.
+    env.unwrapped.theta_threshold_radians = float("inf")
+    env.unwrapped.x_threshold = float("inf")
+    assert make_agent().evaluate(env, episodes=2) == 500.0
+
+
+def test_saved_model_loads_back_and_into_the_tutorials_own_qnetwork(tmp_path):
+    agent = make_agent()
+    path = tmp_path / "best_model.pth"
+    agent.save_model(path)
+
+    loaded = dqn.load_model(path)
+    state = torch.randn(5, 4)
+    assert torch.equal(loaded(state), agent.q_net(state))
+
+    class TutorialQNetwork(nn.Module):  # the class as the tutorial defines it
+        def __init__(self, state_dim, action_dim):
+            super().__init__()
+            self.fc = nn.Sequential(
+                nn.Linear(state_dim, 64),
+                nn.ReLU(),
+                nn.Linear(64, 64),
+                nn.ReLU(),
+                nn.Linear(64, action_dim),
+            )
+
+        def forward(self, x):
+            return self.fc(x)
+
+    theirs = TutorialQNetwork(4, 2)
+    theirs.load_state_dict(torch.load(path))
+    assert torch.equal(theirs(state), agent.q_net(state))
+
+
+def test_config_defaults_are_the_command_line_defaults():
+    assert dqn.parse_args([]) == dqn.Config()
+    config = dqn.parse_args(["--episodes", "7", "--lr", "0.01", "--no-video"])
+    assert (config.episodes, config.lr, config.no_video) == (7, 0.01, True)

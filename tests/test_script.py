@@ -1,0 +1,143 @@
+"""The real command, run as a learner runs it: files, videos, SwanLab, seeding, imports."""
+
+import csv
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import dqn_cartpole as dqn
+from conftest import REPO, clean_env, run_script
+
+SMALL_RUN = ["--episodes", "3", "--eval-every", "1", "--test-episodes", "1"]
+
+
+def read_metrics(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def swanlab_metric(swanlog, name: str) -> list[float]:
+    """Values logged under `name` in the one local SwanLab run inside `swanlog`."""
+    db = sqlite3.connect(swanlog / "runs.swanlab")
+    (folder,) = db.execute("SELECT folder FROM tag WHERE name = ?", (name,)).fetchone()
+    (run_dir,) = [p for p in swanlog.iterdir() if p.is_dir()]
+    values = []
+    for log in sorted((run_dir / "logs" / folder).glob("*.log")):
+        values += [json.loads(line)["data"] for line in log.read_text().splitlines()]
+    return values
+
+
+def test_importing_the_script_trains_prints_and_writes_nothing(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(REPO)!r}); import dqn_cartpole",
+        ],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """One short real run with no SwanLab login and stdin closed, shared by the checks below."""
+    cwd = tmp_path_factory.mktemp("run")
+    result = run_script(cwd, *SMALL_RUN, "--max-test-steps", "50")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return cwd, result
+
+
+def test_small_run_writes_a_loadable_model_and_its_description(small_run):
+    cwd, _ = small_run
+    q_net = dqn.load_model(cwd / "output" / "best_model.pth")
+    assert q_net(torch.zeros(1, 4)).shape == (1, 2)
+    info = json.loads((cwd / "output" / "best_model.json").read_text())
+    assert info["seed"] == 42 and info["config"]["episodes"] == 3
+    assert 1 <= info["episode"] <= 3 and info["eval_avg_reward"] > 0
+    assert set(info["versions"]) >= {"python", "torch", "gymnasium", "swanlab"}
+
+
+def test_small_run_writes_one_metrics_row_per_episode(small_run):
+    cwd, _ = small_run
+    rows = read_metrics(cwd / "output" / "metrics.csv")
+    assert list(rows[0]) == dqn.METRIC_COLUMNS
+    assert [int(r["episode"]) for r in rows] == [1, 2, 3]
+    assert all(int(r["episode_length"]) == float(r["train_reward"]) for r in rows)
+    steps = [int(r["env_steps"]) for r in rows]
+    assert steps == sorted(steps) and steps[-1] == sum(int(r["episode_length"]) for r in rows)
+    assert all(r["eval_avg_reward"] for r in rows)  # --eval-every 1
+    best = [float(r["best_avg_reward"]) for r in rows]
+    assert best == [max(float(r["eval_avg_reward"]) for r in rows[: i + 1]) for i in range(3)]
+
+
+def test_small_run_records_a_test_video(small_run):
+    cwd, _ = small_run
+    videos = list((cwd / "dqn_videos").glob("*.mp4"))
+    assert len(videos) == 1
+    assert videos[0].stat().st_size > 1000
+    assert videos[0].read_bytes()[4:8] == b"ftyp"  # an MP4 container
+
+
+def test_small_run_logs_every_metric_to_a_local_swanlab_run(small_run):
+    cwd, result = small_run
+    swanlog = cwd / "swanlog"
+    rows = read_metrics(cwd / "output" / "metrics.csv")
+    rewards = [float(r["train_reward"]) for r in rows]
+    assert swanlab_metric(swanlog, "train/reward") == rewards
+    assert len(swanlab_metric(swanlog, "train/epsilon")) == 3
+    assert len(swanlab_metric(swanlog, "train/episode_length")) == 3
+    assert swanlab_metric(swanlog, "eval/avg_reward") == [float(r["eval_avg_reward"]) for r in rows]
+    assert len(swanlab_metric(swanlog, "eval/best_avg_reward")) == 3
+    assert len(swanlab_metric(swanlog, "test/reward")) == 1
+    assert f"swanlab watch {swanlog}" in result.stdout
+
+
+def test_same_seed_gives_the_same_rewards_and_weights(tmp_path, no_swanlab_login):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        args = ["--episodes", "8", "--eval-every", "4", "--no-video", "--test-episodes", "1"]
+        assert dqn.main([*args, "--swanlab-mode", "disabled", "--output-dir", str(out)]) == 0
+        rewards = [r["train_reward"] for r in read_metrics(out / "metrics.csv")]
+        runs.append((rewards, torch.load(out / "best_model.pth")))
+    (rewards_a, weights_a), (rewards_b, weights_b) = runs
+    assert rewards_a == rewards_b
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+@pytest.mark.parametrize(
+    "flag, env, expected",
+    [
+        ("auto", {}, "local"),  # no account: a local dashboard, never a login prompt
+        ("auto", {"SWANLAB_API_KEY": "x" * 21}, "online"),
+        ("auto", {"SWANLAB_MODE": "offline"}, "offline"),
+        ("cloud", {}, "online"),
+        ("disabled", {"SWANLAB_API_KEY": "x" * 21}, "disabled"),
+    ],
+)
+def test_swanlab_mode_is_chosen_without_asking(no_swanlab_login, monkeypatch, flag, env, expected):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert dqn.resolve_swanlab_mode(flag) == expected
+
+
+def test_auto_mode_uses_the_cloud_after_swanlab_login(no_swanlab_login):
+    # What `swanlab login` saves: a netrc entry in the user's SwanLab folder.
+    folder = no_swanlab_login / ".swanlab"
+    folder.mkdir()
+    (folder / ".netrc").write_text(
+        "machine https://api.swanlab.cn\n  login https://swanlab.cn\n  password " + "k" * 21 + "\n"
+    )
+    assert dqn.resolve_swanlab_mode("auto") == "online"
