@@ -52,6 +52,13 @@ class Config:
     gamma: float = setting(0.99, "discount factor")
     buffer_size: int = setting(10_000, "replay buffer capacity (oldest transitions are dropped)")
     target_update_freq: int = setting(100, "copy q_net into target_net every N gradient steps")
+    train_freq: int = setting(1, "one gradient step every N environment steps")
+    learning_starts: int = setting(64, "environment steps of pure collection before learning")
+    double_dqn: bool = setting(
+        False, "Double DQN: q_net picks the next action, target_net values it"
+    )
+    huber: bool = setting(False, "Huber (smooth L1) loss instead of MSE")
+    max_grad_norm: float = setting(0.0, "clip the gradient norm to this (0: no clipping)")
     epsilon_start: float = setting(1.0, "exploration rate ε at the first episode")
     epsilon_end: float = setting(0.01, "lowest ε")
     epsilon_decay: float = setting(0.995, "ε is multiplied by this after every episode")
@@ -126,8 +133,9 @@ class QNetwork(nn.Module):
 
 def greedy_action(q_net: QNetwork, state: np.ndarray) -> int:
     """The action with the highest Q-value: what the agent does when it stops exploring."""
-    device = next(q_net.parameters()).device
-    with torch.no_grad():
+    device = q_net.fc[0].weight.device
+    # inference_mode skips autograd's bookkeeping: a third faster for one state at a time.
+    with torch.inference_mode():
         q_values = q_net(torch.as_tensor(state, dtype=torch.float32, device=device))
     return int(q_values.argmax())
 
@@ -195,10 +203,11 @@ class DQNAgent:
         # only every target_update_freq steps, so the target does not move with every update.
         self.target_net = QNetwork(state_dim, action_dim).to(self.device)
         self.target_net.load_state_dict(self.q_net.state_dict())
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr)
+        # fused: one kernel updates all weights, instead of several small ops per tensor.
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr, fused=True)
         self.replay_buffer = ReplayBuffer(config.buffer_size, state_dim, self.rng)
         self.epsilon = config.epsilon_start
-        self.train_steps = 0
+        self.env_steps, self.train_steps = 0, 0
 
     def choose_action(self, state: np.ndarray) -> int:
         """ε-greedy: explore with probability ε, otherwise act on what the network has learned."""
@@ -209,28 +218,36 @@ class DQNAgent:
     def store_experience(self, state, action, reward, next_state, terminated: bool) -> None:
         # Store `terminated`, not `done`: an episode cut by the time limit did not really end.
         self.replay_buffer.append(state, action, reward, next_state, terminated)
+        self.env_steps += 1
 
     def td_target(
         self, rewards: torch.Tensor, next_states: torch.Tensor, terminated: torch.Tensor
     ) -> torch.Tensor:
         """r + γ·max_a' Q_target(s', a'), with no future value after a real end of episode."""
         with torch.no_grad():
-            next_q = self.target_net(next_states).max(dim=1).values
+            if self.config.double_dqn:
+                next_actions = self.q_net(next_states).argmax(dim=1, keepdim=True)
+                next_q = self.target_net(next_states).gather(1, next_actions).squeeze(1)
+            else:
+                next_q = self.target_net(next_states).max(dim=1).values
         # CORRECTNESS: bootstrap after a truncation too; only a fallen pole has no future.
         return rewards + self.config.gamma * (1.0 - terminated) * next_q
 
     def train(self) -> float | None:
         """One gradient step on a random batch; returns the loss (None until a batch exists)."""
-        if len(self.replay_buffer) < self.config.batch_size:
+        if len(self.replay_buffer) < max(self.config.batch_size, self.config.learning_starts):
             return None
         states, actions, rewards, next_states, terminated = (
             torch.as_tensor(a, device=self.device)
             for a in self.replay_buffer.sample(self.config.batch_size)
         )
         q_taken = self.q_net(states).gather(1, actions.unsqueeze(1)).squeeze(1)
-        loss = F.mse_loss(q_taken, self.td_target(rewards, next_states, terminated))
+        loss_fn = F.smooth_l1_loss if self.config.huber else F.mse_loss
+        loss = loss_fn(q_taken, self.td_target(rewards, next_states, terminated))
         self.optimizer.zero_grad()
         loss.backward()
+        if self.config.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.q_net.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
 
         self.train_steps += 1
@@ -358,11 +375,12 @@ def run_episode(env: gym.Env, agent: DQNAgent) -> tuple[float, int, list[float]]
         action = agent.choose_action(state)
         next_state, reward, terminated, truncated, _ = env.step(action)
         agent.store_experience(state, action, reward, next_state, terminated)
-        loss = agent.train()
-        if loss is not None:
-            losses.append(loss)
-        total_reward += float(reward)
         steps += 1
+        if agent.env_steps % agent.config.train_freq == 0:
+            loss = agent.train()
+            if loss is not None:
+                losses.append(loss)
+        total_reward += float(reward)
         state = next_state
         if terminated or truncated:
             return total_reward, steps, losses
@@ -399,7 +417,7 @@ def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, run, started: 
         row = {
             "episode": episode,
             "env_steps": env_steps,
-            "wall_time_s": round(time.perf_counter() - started, 3),
+            "wall_time_s": round(time.time() - started, 3),
             "train_reward": reward,
             "episode_length": length,
             "epsilon": agent.epsilon,
@@ -418,6 +436,7 @@ def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, run, started: 
                     "eval_avg_reward": eval_avg,
                     "env_steps": env_steps,
                     "seed": config.seed,
+                    "run_started_at": started,
                 }
                 save_best_model(agent, output_dir, description)
             row["eval_avg_reward"] = eval_avg
@@ -483,9 +502,11 @@ def swanlab_hint(run) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    started = time.perf_counter()
+    started = time.time()
     config = parse_args(argv)
     set_seed(config.seed)
+    # The network is tiny: a second thread costs more in coordination than it saves.
+    torch.set_num_threads(1)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
 
     env = make_env(config.seed)
@@ -509,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nModel: {model_path}   metrics: {Path(config.output_dir) / 'metrics.csv'}"
         + ("" if config.no_video else f"   videos: {config.video_dir}/")
         + f"\n{hint}"
-        + f"\nTotal time: {time.perf_counter() - started:.1f} s"
+        + f"\nTotal time: {time.time() - started:.1f} s"
     )
     return 0
 

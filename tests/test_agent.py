@@ -10,6 +10,7 @@ import dqn_cartpole as dqn
 
 
 def make_agent(**overrides) -> dqn.DQNAgent:
+    torch.manual_seed(0)  # the same initial weights in every test run
     return dqn.DQNAgent(4, 2, dqn.Config(**overrides))
 
 
@@ -43,6 +44,9 @@ def test_target_net_starts_equal_to_q_net():
 def test_choose_action_at_epsilon_zero_always_takes_the_best_q_value():
     agent = make_agent()
     agent.epsilon = 0.0
+    with torch.no_grad():  # mirror the two outputs, so that which action is best varies
+        agent.q_net.fc[4].weight[1] = -agent.q_net.fc[4].weight[0]
+        agent.q_net.fc[4].bias.zero_()
     states = np.random.default_rng(1).normal(size=(200, 4)).astype(np.float32)
     with torch.no_grad():
         best = agent.q_net(torch.as_tensor(states)).argmax(dim=1).numpy()
@@ -91,7 +95,7 @@ def test_training_episode_stores_terminated_not_truncated():
 
 
 def test_train_returns_none_until_a_batch_exists_then_a_loss():
-    agent = make_agent(batch_size=8)
+    agent = make_agent(batch_size=8, learning_starts=0)
     fill_buffer(agent, 7)
     assert agent.train() is None
     fill_buffer(agent, 1)
@@ -99,8 +103,25 @@ def test_train_returns_none_until_a_batch_exists_then_a_loss():
     assert isinstance(loss, float) and np.isfinite(loss)
 
 
+def test_train_waits_for_learning_starts_transitions():
+    agent = make_agent(batch_size=8, learning_starts=20)
+    fill_buffer(agent, 19)
+    assert agent.train() is None
+    fill_buffer(agent, 1)
+    assert agent.train() is not None
+
+
+def test_one_gradient_step_every_train_freq_environment_steps():
+    agent = make_agent(batch_size=8, learning_starts=0, train_freq=4)
+    env = gym.make("CartPole-v1", max_episode_steps=10)
+    env.reset(seed=0)
+    dqn.run_episode(env, agent)  # steps 1-10: buffer holds a batch from step 8 on
+    dqn.run_episode(env, agent)  # steps 11-20
+    assert agent.train_steps == len([s for s in range(8, 21) if s % 4 == 0])
+
+
 def test_target_net_is_synced_after_exactly_target_update_freq_gradient_steps():
-    agent = make_agent(batch_size=8, target_update_freq=5)
+    agent = make_agent(batch_size=8, learning_starts=0, target_update_freq=5)
     fill_buffer(agent, 32)
 
     def same() -> bool:

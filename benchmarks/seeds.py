@@ -1,0 +1,143 @@
+"""How fast and how reliably dqn_cartpole.py learns, over several seeds.
+
+Runs the real script once per seed (in parallel, one core each), then reads what each run
+left in output/ and evaluates its best model over 100 fresh episodes. Prints a markdown table.
+
+    python benchmarks/seeds.py                         # seeds 0-9, the default command line
+    python benchmarks/seeds.py --seeds 0 1 -- --episodes 100 --no-video   # args after -- go
+                                                                           # to the script
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import dqn_cartpole as dqn  # noqa: E402  (needs the repo on the path first)
+
+SOLVED = 500.0  # CartPole-v1's maximum return: the 500-step time limit
+
+
+def run_seed(seed: int, workdir: Path, script_args: list[str]) -> dict:
+    """Run the script for one seed in its own folder, with no SwanLab login and one thread."""
+    cwd = workdir / f"seed-{seed}"
+    cwd.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWANLAB_")}
+    env.update(HOME=str(cwd), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    launched = time.time()
+    with open(cwd / "console.log", "w") as log:
+        process = subprocess.run(
+            [sys.executable, str(REPO / "dqn_cartpole.py"), "--seed", str(seed), *script_args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return {"seed": seed, "cwd": cwd, "launched": launched, "wall_s": time.time() - launched,
+            "returncode": process.returncode}  # fmt: skip
+
+
+def summarize(run: dict, eval_episodes: int) -> dict:
+    """Read one run's metrics and best model; evaluate that model on fresh episodes."""
+    output = run["cwd"] / "output"
+    with open(output / "metrics.csv", newline="") as f:
+        evals = [row for row in csv.DictReader(f) if row["eval_avg_reward"]]
+    info = json.loads((output / "best_model.json").read_text())
+    first = next((i for i, r in enumerate(evals) if float(r["eval_avg_reward"]) >= SOLVED), None)
+    result = dict(run, solved=first is not None, time_to_solve=None, steps_to_solve=None)
+    result["stayed"] = None
+    if first is not None:
+        # Seconds from process start: the script's clock starts in main(), after its imports.
+        startup = info["run_started_at"] - run["launched"]
+        result["time_to_solve"] = startup + float(evals[first]["wall_time_s"])
+        result["steps_to_solve"] = int(evals[first]["env_steps"])
+        later = [float(r["eval_avg_reward"]) >= SOLVED for r in evals[first + 1 :]]
+        result["stayed"] = sum(later) / len(later) if later else 1.0
+
+    q_net = dqn.load_model(output / "best_model.pth")
+    env = dqn.make_env(seed=10_000 + run["seed"])  # episodes the agent has never seen
+    returns = [dqn.play_episode(env, q_net)[0] for _ in range(eval_episodes)]
+    result["best_model_mean"] = statistics.mean(returns)
+    return result
+
+
+def fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def median(results: list[dict], key: str):
+    values = [r[key] for r in results if r[key] is not None]
+    return statistics.median(values) if values else None
+
+
+def table(results: list[dict], eval_episodes: int) -> str:
+    lines = [
+        "| seed | solved | time to solve (s) | steps to solve | later evals at 500 "
+        f"| whole run (s) | best model, {eval_episodes}-episode mean |",
+        "|---:|:---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['seed']} | {'yes' if r['solved'] else 'no'} | {fmt(r['time_to_solve'], '.1f')} "
+            f"| {fmt(r['steps_to_solve'], 'd')} | {fmt(r['stayed'], '.0%')} "
+            f"| {r['wall_s']:.1f} | {r['best_model_mean']:.1f} |"
+        )
+    solved = sum(r["solved"] for r in results)
+    perfect = sum(r["best_model_mean"] == SOLVED for r in results)
+    steps = median(results, "steps_to_solve")
+    cells = [
+        "median",
+        f"{solved}/{len(results)}",
+        fmt(median(results, "time_to_solve"), ".1f"),
+        fmt(steps and round(steps), "d"),
+        fmt(median(results, "stayed"), ".0%"),
+        f"{median(results, 'wall_s'):.1f}",
+        f"{perfect}/{len(results)} at 500",
+    ]
+    lines.append("| " + " | ".join(f"**{c}**" for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="runs at once")
+    parser.add_argument("--eval-episodes", type=int, default=100, help="to test each best model")
+    parser.add_argument("--workdir", type=Path, help="keep each run's files here (default: temp)")
+    parser.add_argument("script_args", nargs="*", help="after --: arguments for the script")
+    args = parser.parse_args()
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dqn-seeds-"))
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(lambda s: run_seed(s, workdir, args.script_args), args.seeds))
+    failed = [r for r in runs if r["returncode"] != 0]
+    for r in failed:
+        print(f"seed {r['seed']} failed (exit {r['returncode']}): see {r['cwd'] / 'console.log'}")
+    results = [summarize(r, args.eval_episodes) for r in runs if r["returncode"] == 0]
+
+    command = " ".join(["python dqn_cartpole.py", *args.script_args]).strip()
+    print(
+        f"`{command}`, seeds {args.seeds[0]}–{args.seeds[-1]}, {args.jobs} at a time, "
+        f"{time.strftime('%Y-%m-%d')}, {platform.machine()} with {os.cpu_count()} cores, "
+        f"benchmark took {time.time() - started:.0f} s; runs in {workdir}\n"
+    )
+    if results:
+        print(table(results, args.eval_episodes))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
