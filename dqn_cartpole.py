@@ -11,6 +11,7 @@ to output/, a video of the trained agent in dqn_videos/ and every curve logged t
 import argparse
 import csv
 import json
+import math
 import os
 import platform
 import random
@@ -34,40 +35,77 @@ ENV_ID = "CartPole-v1"
 # Settings: each one is declared once, here. The command line, the agent and the SwanLab config
 # all read this one object, so no value is written twice.
 # ---------------------------------------------------------------------------------------------
-def setting(default, help: str, **argparse_options):
-    """A Config field: its default, its --help text and any extra argparse options."""
-    return field(default=default, metadata={"help": help, **argparse_options})
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting accepts: low..high, each end included unless marked open."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above_low = value > self.low if self.low_open else value >= self.low
+        return above_low and value <= self.high
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+
+def setting(default, help: str, valid: Range | None = None, **argparse_options):
+    """A Config field: its default, its --help text, its valid range, other argparse options."""
+    return field(default=default, metadata={"help": help, "valid": valid, **argparse_options})
+
+
+POSITIVE, NON_NEGATIVE, UNIT = Range(1), Range(0), Range(0, 1)
 
 
 @dataclass
 class Config:
     # training
-    episodes: int = setting(600, "number of training episodes")
-    eval_every: int = setting(10, "evaluate the greedy policy every N episodes")
-    eval_episodes: int = setting(5, "greedy episodes per evaluation")
-    seed: int = setting(42, "random seed for Python, NumPy, PyTorch and the environments")
+    episodes: int = setting(600, "number of training episodes", POSITIVE)
+    eval_every: int = setting(10, "evaluate the greedy policy every N episodes", POSITIVE)
+    eval_episodes: int = setting(5, "greedy episodes per evaluation", POSITIVE)
+    seed: int = setting(
+        42, "random seed for Python, NumPy, PyTorch and the environments", NON_NEGATIVE
+    )
     # DQN
-    lr: float = setting(1e-3, "Adam learning rate")
-    batch_size: int = setting(64, "transitions per gradient step")
-    gamma: float = setting(0.99, "discount factor")
-    buffer_size: int = setting(10_000, "replay buffer capacity (oldest transitions are dropped)")
-    target_update_freq: int = setting(100, "copy q_net into target_net every N gradient steps")
-    train_freq: int = setting(1, "one gradient step every N environment steps")
-    learning_starts: int = setting(64, "environment steps of pure collection before learning")
+    lr: float = setting(1e-3, "Adam learning rate", Range(0, low_open=True))
+    batch_size: int = setting(64, "transitions per gradient step", POSITIVE)
+    gamma: float = setting(0.99, "discount factor", UNIT)
+    buffer_size: int = setting(
+        10_000, "replay buffer capacity (oldest transitions are dropped)", POSITIVE
+    )
+    target_update_freq: int = setting(
+        100, "copy q_net into target_net every N gradient steps", POSITIVE
+    )
+    train_freq: int = setting(1, "one gradient step every N environment steps", POSITIVE)
+    learning_starts: int = setting(
+        64, "environment steps of pure collection before learning", NON_NEGATIVE
+    )
     double_dqn: bool = setting(
         False, "Double DQN: q_net picks the next action, target_net values it"
     )
     huber: bool = setting(False, "Huber (smooth L1) loss instead of MSE")
-    max_grad_norm: float = setting(0.0, "clip the gradient norm to this (0: no clipping)")
-    epsilon_start: float = setting(1.0, "exploration rate ε at the first episode")
-    epsilon_end: float = setting(0.01, "lowest ε")
-    epsilon_decay: float = setting(0.995, "ε is multiplied by this after every episode")
+    max_grad_norm: float = setting(
+        0.0, "clip the gradient norm to this (0: no clipping)", NON_NEGATIVE
+    )
+    epsilon_start: float = setting(1.0, "exploration rate ε at the first episode", UNIT)
+    epsilon_end: float = setting(0.01, "lowest ε", UNIT)
+    epsilon_decay: float = setting(
+        0.995, "ε is multiplied by this after every episode", Range(0, 1, low_open=True)
+    )
     device: str = setting("cpu", "torch device", choices=["cpu", "cuda"])
     # outputs
     output_dir: str = setting("output", "where best_model.pth, best_model.json, metrics.csv go")
     video_dir: str = setting("dqn_videos", "where the test videos (mp4) go")
-    test_episodes: int = setting(3, "episodes the best model plays (and records) after training")
-    max_test_steps: int = setting(1500, "step limit of a test episode (training uses 500)")
+    test_episodes: int = setting(
+        3, "episodes the best model plays (and records) after training", NON_NEGATIVE
+    )
+    max_test_steps: int = setting(
+        1500, "step limit of a test episode (training uses 500)", POSITIVE
+    )
     no_video: bool = setting(False, "play the test episodes without recording videos")
     # SwanLab
     swanlab_mode: str = setting(
@@ -79,22 +117,58 @@ class Config:
     experiment_name: str = setting("DQN-CartPole-v1", "SwanLab experiment name")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # One line that names the flag, instead of the whole usage block above it.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def checked(kind: type, valid: Range | None):
+    """An argparse type that converts a flag's text and rejects values outside `valid`."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if valid is not None and value not in valid:
+            raise argparse.ArgumentTypeError(f"must be {valid}, got {text}")
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in its messages
+    return convert
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         description="Train a DQN agent on CartPole-v1 and watch it on SwanLab.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in fields(Config):
         flag = "--" + f.name.replace("_", "-")
+        options = {k: v for k, v in f.metadata.items() if k != "valid"}
         if f.type is bool:
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+            parser.add_argument(flag, action="store_true", **options)
         else:
-            parser.add_argument(flag, type=f.type, default=f.default, **f.metadata)
+            kind = checked(f.type, f.metadata["valid"])
+            parser.add_argument(flag, type=kind, default=f.default, **options)
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    return Config(**vars(build_parser().parse_args(argv)))
+    """Read the command line; reject bad values before any work starts (exit code 2)."""
+    parser = build_parser()
+    config = Config(**vars(parser.parse_args(argv)))
+    if config.batch_size > config.buffer_size:
+        parser.error(
+            f"--batch-size ({config.batch_size}) must be <= --buffer-size ({config.buffer_size})"
+        )
+    if config.epsilon_end > config.epsilon_start:
+        start, end = config.epsilon_start, config.epsilon_end
+        parser.error(f"--epsilon-end ({end}) must be <= --epsilon-start ({start})")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
+    return config
 
 
 def set_seed(seed: int) -> None:
