@@ -9,16 +9,22 @@ to output/, a video of the trained agent in dqn_videos/ and every curve logged t
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import math
 import os
 import platform
 import random
+import signal
+import socket
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import gymnasium as gym
 import numpy as np
@@ -107,6 +113,7 @@ class Config:
         1500, "step limit of a test episode (training uses 500)", POSITIVE
     )
     no_video: bool = setting(False, "play the test episodes without recording videos")
+    play: str = setting("", "skip training: replay this saved model (a .pth file)", metavar="MODEL")
     # SwanLab
     swanlab_mode: str = setting(
         "auto",
@@ -344,13 +351,50 @@ def decay_epsilon(epsilon: float, config: Config) -> float:
     return max(config.epsilon_end, epsilon * config.epsilon_decay)
 
 
-def load_model(path: Path, device: str = "cpu") -> QNetwork:
-    """Rebuild a QNetwork from a saved state_dict (weights only: no code runs from the file)."""
-    state_dict = torch.load(path, map_location=device, weights_only=True)
-    state_dim, action_dim = state_dict["fc.0.weight"].shape[1], state_dict["fc.4.weight"].shape[0]
+class InputError(Exception):
+    """Something the user gave (a file, a folder) cannot be used; the message says why."""
+
+
+def load_model(path: Path, device: str = "cpu", state_dim: int = 4, action_dim: int = 2):
+    """Rebuild a QNetwork from a saved state_dict, or raise InputError saying what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
+    try:
+        # SAFETY: weights_only refuses anything but tensors. A plain pickle can run any code
+        # when loaded, and a "pretrained model" from a stranger is exactly such a file.
+        with warnings.catch_warnings():  # its warnings would bury the one line that matters
+            warnings.simplefilter("ignore")
+            state_dict = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        if "GLOBAL" in str(error):  # how PyTorch names the function the file wanted to call
+            raise InputError(
+                f"{path}: refused: the file asks to run code, not just load weights"
+            ) from None
+        raise InputError(f"{path}: not a PyTorch model file, or a damaged copy of one") from None
     q_net = QNetwork(state_dim, action_dim).to(device)
+    problem = state_dict_mismatch(state_dict, q_net)
+    if problem:
+        raise InputError(f"{path}: not a CartPole QNetwork: {problem}")
     q_net.load_state_dict(state_dict)
     return q_net.eval()
+
+
+def state_dict_mismatch(state_dict, q_net: QNetwork) -> str | None:
+    """The first way `state_dict` fails to fit `q_net`, in words; None if it fits."""
+    if not isinstance(state_dict, dict):
+        return f"it holds a {type(state_dict).__name__}, not a state_dict"
+    expected = q_net.state_dict()
+    for key, tensor in expected.items():
+        found = state_dict.get(key)
+        if not isinstance(found, torch.Tensor):
+            return f"{key} is missing"
+        if found.shape != tensor.shape:
+            return f"{key} has shape {tuple(found.shape)}, expected {tuple(tensor.shape)}"
+    extra = sorted(set(state_dict) - set(expected))
+    return f"unexpected entries {extra}" if extra else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,6 +432,17 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     save_atomically(path, write, mode="w")
 
 
+def ensure_writable_dir(path: Path, flag: str) -> None:
+    """Create `path` or fail now, before minutes of training are spent on a lost result."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        reason = "it is a file" if path.is_file() else (error.strerror or str(error))
+        raise InputError(f"{flag} {path}: cannot write there ({reason})") from None
+
+
 def library_versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),
@@ -412,36 +467,99 @@ def resolve_swanlab_mode(requested: str) -> str:
     return "online" if settings.api_key else "local"
 
 
-def start_swanlab(config: Config, extra_config: dict) -> "swanlab.Run | None":
+class Dashboard:
+    """The SwanLab run, if any. A SwanLab failure costs one warning, never the training."""
+
+    def __init__(self, run: "swanlab.Run | None"):
+        self.run, self.broken = run, False
+
+    def log(self, data: dict, step: int) -> None:
+        if self.run is None or self.broken:
+            return
+        try:
+            self.run.log(data, step=step)
+        except Exception as error:
+            self.broken = True
+            warn(f"SwanLab stopped logging ({error}); training goes on, metrics.csv has it all.")
+
+    def finish(self, state: str = "success") -> None:
+        if self.run is not None:
+            with contextlib.suppress(Exception):
+                self.run.finish(state=state)
+
+    def where(self) -> str:
+        if self.run is None:
+            return "SwanLab: disabled"
+        if self.run.mode == "online":
+            return f"SwanLab: {self.run.url}"
+        if self.run.mode == "local":
+            return f"Dashboard: swanlab watch {Path(self.run.dir).parent}"
+        return f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
+
+
+def cloud_reachable(timeout: float = 3.0) -> str | None:
+    """None if SwanLab's API host answers; otherwise why not. SwanLab itself retries ~15 s."""
+    url = urlsplit(swanlab.Settings().api_host)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return None
+    except OSError as error:
+        return f"cannot reach {url.hostname}: {error.strerror or error}"
+
+
+def start_swanlab(config: Config, experiment_name: str, extra_config: dict) -> Dashboard:
     mode = resolve_swanlab_mode(config.swanlab_mode)
     if mode == "disabled":
-        return None
+        return Dashboard(None)
+    if mode == "online" and (problem := cloud_reachable()):
+        warn(f"SwanLab cloud unavailable ({problem}); logging locally instead.")
+        mode = "local"
     options = dict(
         project=config.project,
-        experiment_name=config.experiment_name,
+        experiment_name=experiment_name,
         config={**asdict(config), **extra_config},
         description="DQN on CartPole-v1 (dqn_cartpole.py)",
     )
     try:
-        return swanlab.init(mode=mode, **options)
+        return Dashboard(swanlab.init(mode=mode, **options))
     except Exception as error:
         if mode != "online":
             raise
         # No network or a bad key: keep the run, and its curves, on this machine instead.
-        print(f"SwanLab cloud unavailable ({error}); logging locally instead.")
-        return swanlab.init(mode="local", **options)
+        warn(f"SwanLab cloud unavailable ({error}); logging locally instead.")
+        return Dashboard(swanlab.init(mode="local", reinit=True, **options))
 
 
-def log(run, metrics: dict, step: int) -> None:
-    if run is not None:
-        run.log(metrics, step=step)
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class StopRequest:
+    """Ctrl-C during training: finish the current step, keep what was learned, then stop."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.requested = True
+        print("\nCtrl-C: stopping after this step (press it again to quit at once).", flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc_info) -> None:
+        signal.signal(signal.SIGINT, self.previous)
 
 
 # ---------------------------------------------------------------------------------------------
 # Training: episodes of ε-greedy play, one gradient step per environment step, a greedy
 # evaluation every eval_every episodes, and the best evaluated model kept on disk.
 # ---------------------------------------------------------------------------------------------
-def run_episode(env: gym.Env, agent: DQNAgent) -> tuple[float, int, list[float]]:
+def run_episode(
+    env: gym.Env, agent: DQNAgent, stop: StopRequest | None = None
+) -> tuple[float, int, list[float]]:
     """One training episode; returns its total reward, its length and the losses of its steps."""
     state, _ = env.reset()
     total_reward, steps, losses = 0.0, 0, []
@@ -456,7 +574,7 @@ def run_episode(env: gym.Env, agent: DQNAgent) -> tuple[float, int, list[float]]
                 losses.append(loss)
         total_reward += float(reward)
         state = next_state
-        if terminated or truncated:
+        if terminated or truncated or (stop and stop.requested):
             return total_reward, steps, losses
 
 
@@ -479,100 +597,202 @@ def progress_line(row: dict) -> str:
     return line
 
 
-def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, run, started: float) -> dict:
-    """The training loop. Returns a summary: best evaluation, where it happened, steps taken."""
+def train_agent(
+    agent: DQNAgent, env: gym.Env, eval_env: gym.Env, dashboard: Dashboard, started: float
+) -> dict:
+    """The training loop. Returns a summary: best evaluation, its episode, whether Ctrl-C came."""
     config = agent.config
     output_dir = Path(config.output_dir)
     rows: list[dict] = []
-    best_avg_reward, best_episode, env_steps = -float("inf"), None, 0
-    for episode in range(1, config.episodes + 1):
-        reward, length, losses = run_episode(env, agent)
-        env_steps += length
-        row = {
-            "episode": episode,
-            "env_steps": env_steps,
-            "wall_time_s": round(time.time() - started, 3),
-            "train_reward": reward,
-            "episode_length": length,
-            "epsilon": agent.epsilon,
-            "loss": float(np.mean(losses)) if losses else "",
-            "eval_avg_reward": "",
-            "best_avg_reward": "",
-        }
-        agent.epsilon = decay_epsilon(agent.epsilon, config)
+    best_avg_reward, best_episode, env_steps = -math.inf, None, 0
+    with StopRequest() as stop:
+        for episode in range(1, config.episodes + 1):
+            reward, length, losses = run_episode(env, agent, stop)
+            if stop.requested:
+                break  # a cut-short episode is not a result; what came before it is kept
+            env_steps += length
+            row = {
+                "episode": episode,
+                "env_steps": env_steps,
+                "wall_time_s": round(time.time() - started, 3),
+                "train_reward": reward,
+                "episode_length": length,
+                "epsilon": agent.epsilon,
+                "loss": float(np.mean(losses)) if losses else "",
+                "eval_avg_reward": "",
+                "best_avg_reward": "",
+            }
+            agent.epsilon = decay_epsilon(agent.epsilon, config)
 
-        if episode % config.eval_every == 0 or episode == config.episodes:
-            eval_avg = agent.evaluate(eval_env, config.eval_episodes)
-            if eval_avg > best_avg_reward:
-                best_avg_reward, best_episode = eval_avg, episode
-                description = {
-                    "episode": episode,
-                    "eval_avg_reward": eval_avg,
-                    "env_steps": env_steps,
-                    "seed": config.seed,
-                    "run_started_at": started,
-                }
-                save_best_model(agent, output_dir, description)
-            row["eval_avg_reward"] = eval_avg
-        if best_episode is not None:
-            row["best_avg_reward"] = best_avg_reward
-        rows.append(row)
+            if episode % config.eval_every == 0 or episode == config.episodes:
+                eval_avg = agent.evaluate(eval_env, config.eval_episodes)
+                if eval_avg > best_avg_reward:
+                    best_avg_reward, best_episode = eval_avg, episode
+                    description = {
+                        "episode": episode,
+                        "eval_avg_reward": eval_avg,
+                        "env_steps": env_steps,
+                        "seed": config.seed,
+                        "run_started_at": started,
+                    }
+                    save_best_model(agent, output_dir, description)
+                row["eval_avg_reward"] = eval_avg
+                write_metrics(output_dir / "metrics.csv", [*rows, row])
+                dashboard.log(
+                    {"eval/avg_reward": eval_avg, "eval/best_avg_reward": best_avg_reward}, episode
+                )
+            if best_episode is not None:
+                row["best_avg_reward"] = best_avg_reward
+            rows.append(row)
 
-        if row["eval_avg_reward"] != "":
-            write_metrics(output_dir / "metrics.csv", rows)
-            log(
-                run, {"eval/avg_reward": eval_avg, "eval/best_avg_reward": best_avg_reward}, episode
-            )
-        metrics = {
-            "train/reward": reward,
-            "train/episode_length": length,
-            "train/epsilon": row["epsilon"],
-        }
-        if losses:
-            metrics["train/loss"] = row["loss"]
-        log(run, metrics, episode)
-        print(progress_line(row))
+            metrics = {
+                "train/reward": reward,
+                "train/episode_length": length,
+                "train/epsilon": row["epsilon"],
+            }
+            if losses:
+                metrics["train/loss"] = row["loss"]
+            dashboard.log(metrics, episode)
+            print(progress_line(row), flush=True)
 
-    write_metrics(output_dir / "metrics.csv", rows)
+    if rows:
+        write_metrics(output_dir / "metrics.csv", rows)
     return {
         "best_avg_reward": best_avg_reward,
         "best_episode": best_episode,
-        "env_steps": env_steps,
+        "interrupted": stop.requested,
     }
 
 
 # ---------------------------------------------------------------------------------------------
-# Test playback: the best saved model plays with a longer time limit, recorded to mp4.
+# Test playback: the best saved model plays with a longer time limit, recorded to mp4, and the
+# first episode goes to the dashboard as a GIF (SwanLab shows GIFs, not mp4).
 # ---------------------------------------------------------------------------------------------
-def test_playback(config: Config, model_path: Path, run) -> list[float]:
-    q_net = load_model(model_path, config.device)
-    render_mode = None if config.no_video else "rgb_array"
-    # Frames are drawn off-screen; without this, SDL looks for a display and complains.
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+VIDEO_PREFIX = "rl-video"
+
+
+def test_playback(config: Config, q_net: QNetwork, dashboard: Dashboard) -> list[float]:
+    """Play config.test_episodes greedy episodes; returns their rewards."""
+    record = not config.no_video
+    if record:
+        # Frames are drawn off-screen; without this, SDL looks for a display and complains.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     env = make_env(
-        config.seed + 2, render_mode=render_mode, max_episode_steps=config.max_test_steps
+        config.seed + 2,
+        render_mode="rgb_array" if record else None,
+        max_episode_steps=config.max_test_steps,
     )
-    if not config.no_video:
+    if record:
+        if any(Path(config.video_dir).glob(f"{VIDEO_PREFIX}-*")):
+            print(f"Replacing the videos in {config.video_dir}/", flush=True)
         # One mp4 per episode: the wrapper writes each file when the next reset (or close) comes.
-        env = RecordVideo(env, config.video_dir, episode_trigger=lambda _: True)
+        with warnings.catch_warnings():  # its own "overwriting" notice, said above in plain words
+            warnings.simplefilter("ignore")
+            env = RecordVideo(
+                env, config.video_dir, episode_trigger=lambda _: True, name_prefix=VIDEO_PREFIX
+            )
     returns = []
-    for episode in range(config.test_episodes):
-        total_reward, _ = play_episode(env, q_net)
-        returns.append(total_reward)
-        print(f"test episode {episode} | reward {total_reward:.0f}")
-        log(run, {"test/reward": total_reward}, episode)
-    env.close()
+    try:
+        for episode in range(config.test_episodes):
+            total_reward, _ = play_episode(env, q_net)
+            returns.append(total_reward)
+            print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
+            dashboard.log({"test/reward": total_reward}, episode)
+    finally:
+        env.close()
     return returns
 
 
-def swanlab_hint(run) -> str:
-    if run is None:
-        return "SwanLab: disabled"
-    if run.mode == "online":
-        return f"SwanLab: {run.url}"
-    if run.mode == "local":
-        return f"SwanLab dashboard: swanlab watch {Path(run.dir).parent}"
-    return f"SwanLab run saved offline in {run.dir} (upload later with `swanlab sync`)"
+def make_gif(mp4: Path, gif: Path, fps: int = 15, width: int = 240) -> Path:
+    """A small GIF of an mp4: fewer frames, fewer pixels, a shared palette. Loads at once."""
+    from moviepy import VideoFileClip
+    from PIL import Image
+
+    with VideoFileClip(str(mp4)) as clip:
+        frames = [Image.fromarray(f) for f in clip.iter_frames(fps=fps, dtype="uint8")]
+    height = round(frames[0].height * width / frames[0].width)
+    # CartPole is drawn in a handful of colours: a tiny palette keeps the file small.
+    small = [f.resize((width, height), Image.Resampling.BILINEAR).quantize(8) for f in frames]
+    small[0].save(gif, save_all=True, append_images=small[1:], duration=1000 // fps, loop=0)
+    return gif
+
+
+def record_and_report(config: Config, q_net: QNetwork, dashboard: Dashboard) -> str | None:
+    """Test playback with its video and GIF; returns what went wrong with the video, if anything."""
+    try:
+        test_playback(config, q_net, dashboard)
+    except Exception as error:
+        if config.no_video:
+            raise
+        return (
+            f"the test video could not be made ({type(error).__name__}: {error}). "
+            "Reinstall with `pip install -r requirements.txt` (moviepy, pygame), or use --no-video."
+        )
+    if config.no_video or config.test_episodes == 0:
+        return None
+    first = Path(config.video_dir) / f"{VIDEO_PREFIX}-episode-0.mp4"
+    try:
+        gif = make_gif(first, Path(config.video_dir) / f"{VIDEO_PREFIX}-episode-0.gif")
+        dashboard.log({"test/video": swanlab.Video(str(gif), caption="test episode 0")}, 0)
+    except Exception as error:  # the mp4 files are there; the GIF is a bonus
+        warn(f"no GIF for the dashboard ({type(error).__name__}: {error})")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# main(): the only entry point. Exit codes: 0 done, 2 bad input, 3 finished without a video,
+# 130 stopped by Ctrl-C.
+# ---------------------------------------------------------------------------------------------
+def train_and_test(config: Config, started: float) -> int:
+    env = make_env(config.seed)
+    # A separate environment for evaluation, so that evaluating does not disturb training.
+    eval_env = make_env(config.seed + 1)
+    state_dim, action_dim = env.observation_space.shape[0], env.action_space.n
+    agent = DQNAgent(state_dim, action_dim, config)
+    shapes = {"state_dim": state_dim, "action_dim": action_dim}
+    dashboard = start_swanlab(config, config.experiment_name, shapes)
+
+    summary = train_agent(agent, env, eval_env, dashboard, started)
+    env.close()
+    eval_env.close()
+    model_path = Path(config.output_dir) / "best_model.pth"
+    video_problem = None
+    if summary["best_episode"] is not None and not summary["interrupted"]:
+        video_problem = record_and_report(config, load_model(model_path, config.device), dashboard)
+    dashboard.finish("aborted" if summary["interrupted"] else "success")
+
+    print(
+        f"\nBest evaluation: {summary['best_avg_reward']:.1f} (episode {summary['best_episode']})"
+    )
+    if summary["best_episode"] is not None:
+        print(f"Model:   {model_path}")
+    print(f"Metrics: {Path(config.output_dir) / 'metrics.csv'}")
+    if summary["interrupted"]:
+        print(
+            f"Stopped by Ctrl-C. To record the videos: python dqn_cartpole.py --play {model_path}"
+        )
+    elif not config.no_video and not video_problem:
+        print(f"Videos:  {config.video_dir}/")
+    print(dashboard.where())
+    print(f"Total time: {time.time() - started:.1f} s")
+    if video_problem:
+        print(f"error: {video_problem}", file=sys.stderr)
+        return 3
+    return 130 if summary["interrupted"] else 0
+
+
+def play_saved_model(config: Config) -> int:
+    q_net = load_model(Path(config.play), config.device)
+    dashboard = start_swanlab(config, f"{config.experiment_name}-play", {})
+    video_problem = record_and_report(config, q_net, dashboard)
+    dashboard.finish()
+    if not config.no_video and not video_problem:
+        print(f"Videos:  {config.video_dir}/")
+    print(dashboard.where())
+    if video_problem:
+        print(f"error: {video_problem}", file=sys.stderr)
+        return 3
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -581,32 +801,18 @@ def main(argv: list[str] | None = None) -> int:
     set_seed(config.seed)
     # The network is tiny: a second thread costs more in coordination than it saves.
     torch.set_num_threads(1)
-    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-
-    env = make_env(config.seed)
-    # A separate environment for evaluation, so that evaluating does not disturb training.
-    eval_env = make_env(config.seed + 1)
-    state_dim, action_dim = env.observation_space.shape[0], env.action_space.n
-    agent = DQNAgent(state_dim, action_dim, config)
-    run = start_swanlab(config, {"state_dim": state_dim, "action_dim": action_dim})
-
-    summary = train_agent(agent, env, eval_env, run, started)
-    env.close()
-    eval_env.close()
-    model_path = Path(config.output_dir) / "best_model.pth"
-    test_playback(config, model_path, run)
-    hint = swanlab_hint(run)
-    if run is not None:
-        swanlab.finish()
-
-    print(
-        f"\nBest evaluation: {summary['best_avg_reward']:.1f} (episode {summary['best_episode']})"
-        f"\nModel: {model_path}   metrics: {Path(config.output_dir) / 'metrics.csv'}"
-        + ("" if config.no_video else f"   videos: {config.video_dir}/")
-        + f"\n{hint}"
-        + f"\nTotal time: {time.time() - started:.1f} s"
-    )
-    return 0
+    try:
+        if not config.play:
+            ensure_writable_dir(Path(config.output_dir), "--output-dir")
+        if not config.no_video:
+            ensure_writable_dir(Path(config.video_dir), "--video-dir")
+        return play_saved_model(config) if config.play else train_and_test(config, started)
+    except InputError as error:
+        print(f"dqn_cartpole.py: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        print("\nStopped by Ctrl-C.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

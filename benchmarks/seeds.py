@@ -29,7 +29,7 @@ import dqn_cartpole as dqn  # noqa: E402  (needs the repo on the path first)
 SOLVED = 500.0  # CartPole-v1's maximum return: the 500-step time limit
 
 
-def run_seed(seed: int, workdir: Path, script_args: list[str]) -> dict:
+def run_seed(seed: int, workdir: Path, script: Path, script_args: list[str]) -> dict:
     """Run the script for one seed in its own folder, with no SwanLab login and one thread."""
     cwd = workdir / f"seed-{seed}"
     cwd.mkdir(parents=True)
@@ -38,7 +38,7 @@ def run_seed(seed: int, workdir: Path, script_args: list[str]) -> dict:
     launched = time.time()
     with open(cwd / "console.log", "w") as log:
         process = subprocess.run(
-            [sys.executable, str(REPO / "dqn_cartpole.py"), "--seed", str(seed), *script_args],
+            [sys.executable, str(script), "--seed", str(seed), *script_args],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -116,13 +116,16 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="runs at once")
     parser.add_argument("--eval-episodes", type=int, default=100, help="to test each best model")
     parser.add_argument("--workdir", type=Path, help="keep each run's files here (default: temp)")
+    parser.add_argument("--script", type=Path, default=REPO / "dqn_cartpole.py", help="to compare")
     parser.add_argument("script_args", nargs="*", help="after --: arguments for the script")
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dqn-seeds-"))
     started = time.time()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(lambda s: run_seed(s, workdir, args.script_args), args.seeds))
+        runs = list(
+            pool.map(lambda s: run_seed(s, workdir, args.script, args.script_args), args.seeds)
+        )
     failed = [r for r in runs if r["returncode"] != 0]
     for r in failed:
         print(f"seed {r['seed']} failed (exit {r['returncode']}): see {r['cwd'] / 'console.log'}")

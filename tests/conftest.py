@@ -1,4 +1,7 @@
+import csv
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +41,30 @@ def no_swanlab_login(tmp_path, monkeypatch):
             monkeypatch.delenv(key)
     monkeypatch.setenv("HOME", str(tmp_path))
     return tmp_path
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def swanlab_metric(swanlog: Path, name: str, run: int = 0) -> list:
+    """Values logged under `name` in a local SwanLab folder (its `run`-th run, oldest first)."""
+    db = sqlite3.connect(swanlog / "runs.swanlab")
+    (folder,) = db.execute("SELECT folder FROM tag WHERE name = ?", (name,)).fetchone()
+    run_dir = sorted(p for p in swanlog.iterdir() if p.is_dir())[run]
+    values = []
+    for log in sorted((run_dir / "logs" / folder).glob("*.log")):
+        values += [json.loads(line)["data"] for line in log.read_text().splitlines()]
+    return values
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """One short real run with no SwanLab login and stdin closed, shared by many checks."""
+    cwd = tmp_path_factory.mktemp("run")
+    args = ["--episodes", "3", "--eval-every", "1", "--test-episodes", "2"]
+    args += ["--batch-size", "16", "--learning-starts", "16"]  # so that a loss is logged too
+    result = run_script(cwd, *args, "--max-test-steps", "50")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return cwd, result

@@ -1,8 +1,6 @@
 """The real command, run as a learner runs it: files, videos, SwanLab, seeding, imports."""
 
-import csv
 import json
-import sqlite3
 import subprocess
 import sys
 
@@ -10,25 +8,7 @@ import pytest
 import torch
 
 import dqn_cartpole as dqn
-from conftest import REPO, clean_env, run_script
-
-SMALL_RUN = ["--episodes", "3", "--eval-every", "1", "--test-episodes", "1"]
-
-
-def read_metrics(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def swanlab_metric(swanlog, name: str) -> list[float]:
-    """Values logged under `name` in the one local SwanLab run inside `swanlog`."""
-    db = sqlite3.connect(swanlog / "runs.swanlab")
-    (folder,) = db.execute("SELECT folder FROM tag WHERE name = ?", (name,)).fetchone()
-    (run_dir,) = [p for p in swanlog.iterdir() if p.is_dir()]
-    values = []
-    for log in sorted((run_dir / "logs" / folder).glob("*.log")):
-        values += [json.loads(line)["data"] for line in log.read_text().splitlines()]
-    return values
+from conftest import REPO, clean_env, read_metrics, swanlab_metric
 
 
 def test_importing_the_script_trains_prints_and_writes_nothing(tmp_path):
@@ -48,15 +28,6 @@ def test_importing_the_script_trains_prints_and_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """One short real run with no SwanLab login and stdin closed, shared by the checks below."""
-    cwd = tmp_path_factory.mktemp("run")
-    result = run_script(cwd, *SMALL_RUN, "--max-test-steps", "50")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return cwd, result
 
 
 def test_small_run_writes_a_loadable_model_and_its_description(small_run):
@@ -84,10 +55,11 @@ def test_small_run_writes_one_metrics_row_per_episode(small_run):
 
 def test_small_run_records_a_test_video(small_run):
     cwd, _ = small_run
-    videos = list((cwd / "dqn_videos").glob("*.mp4"))
-    assert len(videos) == 1
-    assert videos[0].stat().st_size > 1000
-    assert videos[0].read_bytes()[4:8] == b"ftyp"  # an MP4 container
+    videos = sorted((cwd / "dqn_videos").glob("*.mp4"))
+    assert [v.name for v in videos] == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
+    for video in videos:
+        assert video.stat().st_size > 1000
+        assert video.read_bytes()[4:8] == b"ftyp"  # an MP4 container
 
 
 def test_small_run_logs_every_metric_to_a_local_swanlab_run(small_run):
@@ -100,7 +72,7 @@ def test_small_run_logs_every_metric_to_a_local_swanlab_run(small_run):
     assert len(swanlab_metric(swanlog, "train/episode_length")) == 3
     assert swanlab_metric(swanlog, "eval/avg_reward") == [float(r["eval_avg_reward"]) for r in rows]
     assert len(swanlab_metric(swanlog, "eval/best_avg_reward")) == 3
-    assert len(swanlab_metric(swanlog, "test/reward")) == 1
+    assert len(swanlab_metric(swanlog, "test/reward")) == 2
     assert f"swanlab watch {swanlog}" in result.stdout
 
 
