@@ -637,13 +637,14 @@ def train_agent(
                     }
                     save_best_model(agent, output_dir, description)
                 row["eval_avg_reward"] = eval_avg
-                write_metrics(output_dir / "metrics.csv", [*rows, row])
                 dashboard.log(
                     {"eval/avg_reward": eval_avg, "eval/best_avg_reward": best_avg_reward}, episode
                 )
             if best_episode is not None:
                 row["best_avg_reward"] = best_avg_reward
             rows.append(row)
+            if row["eval_avg_reward"] != "":
+                write_metrics(output_dir / "metrics.csv", rows)  # kept safe at every evaluation
 
             metrics = {
                 "train/reward": reward,

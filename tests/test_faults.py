@@ -1,0 +1,228 @@
+"""Faults: bad model files, unwritable folders, missing video libraries, SwanLab errors,
+Ctrl-C and a killed process. Each gives one clear line, and nothing the user had is lost."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import dqn_cartpole as dqn
+from conftest import REPO, clean_env, read_metrics, run_script
+
+NO_EXTRAS = ["--swanlab-mode", "disabled", "--no-video"]
+
+
+class RunsCode:
+    """Unpickling this calls os.system: what a malicious "pretrained model" would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def good_model(path):
+    dqn.DQNAgent(4, 2, dqn.Config()).save_model(path)
+    return path
+
+
+def make_bad_model(kind: str, tmp_path):
+    path = tmp_path / f"{kind}.pth"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "truncated":
+        data = good_model(tmp_path / "good.pth").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "wrong-shape":
+        torch.save(dqn.QNetwork(8, 3).state_dict(), path)
+    elif kind == "runs-code":
+        torch.save({"fc.0.weight": RunsCode(tmp_path / "pwned")}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, problem",
+    [
+        ("missing", "no such file"),
+        ("empty", "the file is empty"),
+        ("random", "not a PyTorch model file"),
+        ("truncated", "not a PyTorch model file"),
+        ("wrong-shape", "fc.0.weight has shape (64, 8), expected (64, 4)"),
+        ("runs-code", "refused: the file asks to run code"),
+    ],
+)
+def test_a_bad_model_file_gives_one_line_naming_the_file_and_the_problem(
+    tmp_path, capsys, kind, problem
+):
+    path = make_bad_model(kind, tmp_path)
+    assert dqn.main(["--play", str(path), *NO_EXTRAS]) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"dqn_cartpole.py: error: {path}: ") and problem in line
+    assert "test episode" not in out
+    assert not (tmp_path / "pwned").exists(), "the file's code ran"
+
+
+def test_the_code_in_a_crafted_model_file_would_run_without_weights_only(tmp_path):
+    # Proves the test above can fail: the same file, loaded unsafely, runs its code.
+    path = make_bad_model("runs-code", tmp_path)
+    torch.load(path, weights_only=False)
+    assert (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--video-dir"])
+@pytest.mark.parametrize("where", ["is-a-file", "under-a-file"])
+def test_an_unwritable_folder_fails_before_training(tmp_path, capsys, flag, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    target = blocker if where == "is-a-file" else blocker / "sub"
+    argv = ["--swanlab-mode", "disabled", flag, str(target)]
+    if flag == "--output-dir":
+        argv += ["--video-dir", str(tmp_path / "videos")]
+    assert dqn.main(argv) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"dqn_cartpole.py: error: {flag} {target}: cannot write there")
+    assert "episode" not in out
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only folders")
+def test_a_read_only_output_folder_fails_before_training(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert dqn.main(["--output-dir", str(locked / "out"), *NO_EXTRAS]) == 2
+    finally:
+        locked.chmod(0o700)
+    assert "cannot write there" in capsys.readouterr().err
+
+
+def test_a_missing_video_library_keeps_the_training_results_and_exits_3(tmp_path):
+    # A moviepy that cannot be imported, as on a machine where it was never installed.
+    fake = tmp_path / "fake"
+    (fake / "moviepy").mkdir(parents=True)
+    (fake / "moviepy" / "__init__.py").write_text("raise ImportError('no moviepy here')\n")
+    result = run_script(
+        tmp_path, "--episodes", "2", "--swanlab-mode", "disabled", PYTHONPATH=str(fake)
+    )
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the test video could not be made") and "moviepy" in line
+    assert dqn.load_model(tmp_path / "output" / "best_model.pth")
+    assert len(read_metrics(tmp_path / "output" / "metrics.csv")) == 2
+
+
+def test_swanlab_failing_mid_run_costs_one_warning_and_no_metrics(
+    tmp_path, no_swanlab_login, monkeypatch, capsys
+):
+    calls = []
+
+    def flaky_log(self, data, step=None):
+        calls.append(step)
+        if len(calls) > 3:
+            raise ConnectionError("SwanLab went away")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dqn.swanlab.Run, "log", flaky_log)
+    argv = ["--episodes", "12", "--eval-every", "2", "--no-video", "--swanlab-mode", "local"]
+    assert dqn.main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("SwanLab stopped logging") == 1
+    assert len(calls) == 4  # after the failure SwanLab is left alone
+    rows = read_metrics(tmp_path / "output" / "metrics.csv")
+    assert [int(r["episode"]) for r in rows] == list(range(1, 13))
+    assert sum(1 for r in rows if r["eval_avg_reward"]) == 6
+
+
+def test_ctrl_c_keeps_the_best_model_and_metrics_and_exits_130(tmp_path):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "dqn_cartpole.py"),
+            "--episodes",
+            "100000",
+            "--eval-every",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    for line in process.stdout:  # wait until some evaluations have happened
+        lines.append(line)
+        if line.startswith("episode   20 "):
+            break
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    out = "".join(lines) + out
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert "Stopped by Ctrl-C" in out and "--play output/best_model.pth" in out
+    assert "swanlab watch" in out
+    assert dqn.load_model(tmp_path / "output" / "best_model.pth")
+    rows = read_metrics(tmp_path / "output" / "metrics.csv")
+    assert len(rows) >= 20 and all(r["train_reward"] for r in rows)
+    assert not (tmp_path / "dqn_videos").exists() or not any((tmp_path / "dqn_videos").iterdir())
+
+
+DIE_WHILE_SAVING = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+import dqn_cartpole as dqn
+agent = dqn.DQNAgent(4, 2, dqn.Config())
+agent.save_model(Path("best_model.pth"))
+dqn.write_metrics(Path("metrics.csv"), [dict.fromkeys(dqn.METRIC_COLUMNS, 1)] * 5)
+
+def half_then_die(f):  # the worst moment: half of the new bytes written, then SIGKILL
+    f.write(b"x" * 1000)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+dqn.save_atomically(Path({name!r}), half_then_die)
+"""
+
+
+@pytest.mark.parametrize("name", ["best_model.pth", "metrics.csv"])
+def test_a_process_killed_in_the_middle_of_a_save_leaves_the_previous_file(tmp_path, name):
+    process = subprocess.run(
+        [sys.executable, "-c", DIE_WHILE_SAVING.format(repo=str(REPO), name=name)],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    assert dqn.load_model(tmp_path / "best_model.pth")
+    assert len(read_metrics(tmp_path / "metrics.csv")) == 5
+
+
+def test_a_run_killed_while_saving_often_leaves_loadable_files(tmp_path):
+    argv = ["--episodes", "100000", "--eval-every", "1", "--eval-episodes", "1"]
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "dqn_cartpole.py"), *argv, *NO_EXTRAS],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for line in process.stdout:
+        if line.startswith("episode   40 "):
+            break
+    process.kill()
+    process.wait()
+    assert dqn.load_model(tmp_path / "output" / "best_model.pth")
+    rows = read_metrics(tmp_path / "output" / "metrics.csv")
+    assert len(rows) >= 39 and all(r["best_avg_reward"] for r in rows)
