@@ -94,6 +94,11 @@ class Config:
         False, "Double DQN: q_net picks the next action, target_net values it"
     )
     huber: bool = setting(False, "Huber (smooth L1) loss instead of MSE")
+    solved_reward: float = setting(
+        0.0,
+        "pause learning while the latest evaluation averages at least this (0: never pause)",
+        NON_NEGATIVE,
+    )
     max_grad_norm: float = setting(
         0.0, "clip the gradient norm to this (0: no clipping)", NON_NEGATIVE
     )
@@ -289,6 +294,7 @@ class DQNAgent:
         self.replay_buffer = ReplayBuffer(config.buffer_size, state_dim, self.rng)
         self.epsilon = config.epsilon_start
         self.env_steps, self.train_steps = 0, 0
+        self.learning = True
 
     def choose_action(self, state: np.ndarray) -> int:
         """ε-greedy: explore with probability ε, otherwise act on what the network has learned."""
@@ -568,7 +574,7 @@ def run_episode(
         next_state, reward, terminated, truncated, _ = env.step(action)
         agent.store_experience(state, action, reward, next_state, terminated)
         steps += 1
-        if agent.env_steps % agent.config.train_freq == 0:
+        if agent.learning and agent.env_steps % agent.config.train_freq == 0:
             loss = agent.train()
             if loss is not None:
                 losses.append(loss)
@@ -637,6 +643,8 @@ def train_agent(
                     }
                     save_best_model(agent, output_dir, description)
                 row["eval_avg_reward"] = eval_avg
+                solved = config.solved_reward > 0 and eval_avg >= config.solved_reward
+                agent.learning = not solved
                 dashboard.log(
                     {"eval/avg_reward": eval_avg, "eval/best_avg_reward": best_avg_reward}, episode
                 )

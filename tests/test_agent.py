@@ -1,5 +1,7 @@
 """The DQN pieces, one behaviour at a time: network, ε-greedy, TD target, target sync, saving."""
 
+import csv
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -201,3 +203,19 @@ def test_config_defaults_are_the_command_line_defaults():
     assert dqn.parse_args([]) == dqn.Config()
     config = dqn.parse_args(["--episodes", "7", "--lr", "0.01", "--no-video"])
     assert (config.episodes, config.lr, config.no_video) == (7, 0.01, True)
+
+
+def test_learning_pauses_while_the_latest_evaluation_is_solved_and_resumes_after(
+    tmp_path, monkeypatch
+):
+    config = dqn.Config(
+        episodes=6, eval_every=2, solved_reward=500, learning_starts=0, batch_size=8
+    )
+    config.output_dir = str(tmp_path)
+    agent = dqn.DQNAgent(4, 2, config)
+    scores = iter([500.0, 20.0, 500.0])  # solved, then not, then solved again
+    monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(scores))
+    dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), dqn.Dashboard(None), 0.0)
+    with open(tmp_path / "metrics.csv") as f:
+        learned = [row["loss"] != "" for row in csv.DictReader(f)]
+    assert learned == [True, True, False, False, True, True]
