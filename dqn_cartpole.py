@@ -86,21 +86,10 @@ class Config:
     target_update_freq: int = setting(
         100, "copy q_net into target_net every N gradient steps", POSITIVE
     )
-    train_freq: int = setting(1, "one gradient step every N environment steps", POSITIVE)
-    learning_starts: int = setting(
-        64, "environment steps of pure collection before learning", NON_NEGATIVE
-    )
-    double_dqn: bool = setting(
-        False, "Double DQN: q_net picks the next action, target_net values it"
-    )
-    huber: bool = setting(False, "Huber (smooth L1) loss instead of MSE")
     solved_reward: float = setting(
         0.0,
         "pause learning while the latest evaluation averages at least this (0: never pause)",
         NON_NEGATIVE,
-    )
-    max_grad_norm: float = setting(
-        0.0, "clip the gradient norm to this (0: no clipping)", NON_NEGATIVE
     )
     epsilon_start: float = setting(1.0, "exploration rate ε at the first episode", UNIT)
     epsilon_end: float = setting(0.01, "lowest ε", UNIT)
@@ -293,7 +282,7 @@ class DQNAgent:
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr, fused=True)
         self.replay_buffer = ReplayBuffer(config.buffer_size, state_dim, self.rng)
         self.epsilon = config.epsilon_start
-        self.env_steps, self.train_steps = 0, 0
+        self.train_steps = 0
         self.learning = True
 
     def choose_action(self, state: np.ndarray) -> int:
@@ -305,36 +294,28 @@ class DQNAgent:
     def store_experience(self, state, action, reward, next_state, terminated: bool) -> None:
         # Store `terminated`, not `done`: an episode cut by the time limit did not really end.
         self.replay_buffer.append(state, action, reward, next_state, terminated)
-        self.env_steps += 1
 
     def td_target(
         self, rewards: torch.Tensor, next_states: torch.Tensor, terminated: torch.Tensor
     ) -> torch.Tensor:
         """r + γ·max_a' Q_target(s', a'), with no future value after a real end of episode."""
         with torch.no_grad():
-            if self.config.double_dqn:
-                next_actions = self.q_net(next_states).argmax(dim=1, keepdim=True)
-                next_q = self.target_net(next_states).gather(1, next_actions).squeeze(1)
-            else:
-                next_q = self.target_net(next_states).max(dim=1).values
+            next_q = self.target_net(next_states).max(dim=1).values
         # CORRECTNESS: bootstrap after a truncation too; only a fallen pole has no future.
         return rewards + self.config.gamma * (1.0 - terminated) * next_q
 
     def train(self) -> float | None:
         """One gradient step on a random batch; returns the loss (None until a batch exists)."""
-        if len(self.replay_buffer) < max(self.config.batch_size, self.config.learning_starts):
+        if len(self.replay_buffer) < self.config.batch_size:
             return None
         states, actions, rewards, next_states, terminated = (
             torch.as_tensor(a, device=self.device)
             for a in self.replay_buffer.sample(self.config.batch_size)
         )
         q_taken = self.q_net(states).gather(1, actions.unsqueeze(1)).squeeze(1)
-        loss_fn = F.smooth_l1_loss if self.config.huber else F.mse_loss
-        loss = loss_fn(q_taken, self.td_target(rewards, next_states, terminated))
+        loss = F.mse_loss(q_taken, self.td_target(rewards, next_states, terminated))
         self.optimizer.zero_grad()
         loss.backward()
-        if self.config.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.q_net.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
 
         self.train_steps += 1
@@ -574,7 +555,7 @@ def run_episode(
         next_state, reward, terminated, truncated, _ = env.step(action)
         agent.store_experience(state, action, reward, next_state, terminated)
         steps += 1
-        if agent.learning and agent.env_steps % agent.config.train_freq == 0:
+        if agent.learning:
             loss = agent.train()
             if loss is not None:
                 losses.append(loss)
@@ -610,7 +591,7 @@ def train_agent(
     config = agent.config
     output_dir = Path(config.output_dir)
     rows: list[dict] = []
-    best_avg_reward, best_episode, env_steps = -math.inf, None, 0
+    best_avg_reward, best_episode, best_train_steps, env_steps = -math.inf, None, -1, 0
     with StopRequest() as stop:
         for episode in range(1, config.episodes + 1):
             reward, length, losses = run_episode(env, agent, stop)
@@ -632,8 +613,12 @@ def train_agent(
 
             if episode % config.eval_every == 0 or episode == config.episodes:
                 eval_avg = agent.evaluate(eval_env, config.eval_episodes)
-                if eval_avg > best_avg_reward:
+                # A tie after more learning counts too: the newer network scores as well and
+                # has also learned from the failures seen since.
+                retrained_tie = eval_avg == best_avg_reward and agent.train_steps > best_train_steps
+                if eval_avg > best_avg_reward or retrained_tie:
                     best_avg_reward, best_episode = eval_avg, episode
+                    best_train_steps = agent.train_steps
                     description = {
                         "episode": episode,
                         "eval_avg_reward": eval_avg,

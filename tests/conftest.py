@@ -64,7 +64,7 @@ def small_run(tmp_path_factory):
     """One short real run with no SwanLab login and stdin closed, shared by many checks."""
     cwd = tmp_path_factory.mktemp("run")
     args = ["--episodes", "3", "--eval-every", "1", "--test-episodes", "2"]
-    args += ["--batch-size", "16", "--learning-starts", "16"]  # so that a loss is logged too
+    args += ["--batch-size", "16"]  # so that a loss is logged too
     result = run_script(cwd, *args, "--max-test-steps", "50")
     assert result.returncode == 0, result.stdout + result.stderr
     return cwd, result

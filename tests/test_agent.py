@@ -1,6 +1,7 @@
 """The DQN pieces, one behaviour at a time: network, ε-greedy, TD target, target sync, saving."""
 
 import csv
+import json
 
 import gymnasium as gym
 import numpy as np
@@ -97,7 +98,7 @@ def test_training_episode_stores_terminated_not_truncated():
 
 
 def test_train_returns_none_until_a_batch_exists_then_a_loss():
-    agent = make_agent(batch_size=8, learning_starts=0)
+    agent = make_agent(batch_size=8)
     fill_buffer(agent, 7)
     assert agent.train() is None
     fill_buffer(agent, 1)
@@ -105,25 +106,8 @@ def test_train_returns_none_until_a_batch_exists_then_a_loss():
     assert isinstance(loss, float) and np.isfinite(loss)
 
 
-def test_train_waits_for_learning_starts_transitions():
-    agent = make_agent(batch_size=8, learning_starts=20)
-    fill_buffer(agent, 19)
-    assert agent.train() is None
-    fill_buffer(agent, 1)
-    assert agent.train() is not None
-
-
-def test_one_gradient_step_every_train_freq_environment_steps():
-    agent = make_agent(batch_size=8, learning_starts=0, train_freq=4)
-    env = gym.make("CartPole-v1", max_episode_steps=10)
-    env.reset(seed=0)
-    dqn.run_episode(env, agent)  # steps 1-10: buffer holds a batch from step 8 on
-    dqn.run_episode(env, agent)  # steps 11-20
-    assert agent.train_steps == len([s for s in range(8, 21) if s % 4 == 0])
-
-
 def test_target_net_is_synced_after_exactly_target_update_freq_gradient_steps():
-    agent = make_agent(batch_size=8, learning_starts=0, target_update_freq=5)
+    agent = make_agent(batch_size=8, target_update_freq=5)
     fill_buffer(agent, 32)
 
     def same() -> bool:
@@ -205,17 +189,32 @@ def test_config_defaults_are_the_command_line_defaults():
     assert (config.episodes, config.lr, config.no_video) == (7, 0.01, True)
 
 
+def train_with_scripted_evaluations(tmp_path, monkeypatch, scores: list[float]) -> list[dict]:
+    """Six episodes, an evaluation every two, whose averages are `scores`; returns the rows."""
+    config = dqn.Config(episodes=6, eval_every=2, solved_reward=500, batch_size=8)
+    config.output_dir = str(tmp_path)
+    agent = dqn.DQNAgent(4, 2, config)
+    scripted = iter(scores)
+    monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(scripted))
+    dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), dqn.Dashboard(None), 0.0)
+    with open(tmp_path / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def best_episode(tmp_path) -> int:
+    return json.loads((tmp_path / "best_model.json").read_text())["episode"]
+
+
 def test_learning_pauses_while_the_latest_evaluation_is_solved_and_resumes_after(
     tmp_path, monkeypatch
 ):
-    config = dqn.Config(
-        episodes=6, eval_every=2, solved_reward=500, learning_starts=0, batch_size=8
-    )
-    config.output_dir = str(tmp_path)
-    agent = dqn.DQNAgent(4, 2, config)
-    scores = iter([500.0, 20.0, 500.0])  # solved, then not, then solved again
-    monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(scores))
-    dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), dqn.Dashboard(None), 0.0)
-    with open(tmp_path / "metrics.csv") as f:
-        learned = [row["loss"] != "" for row in csv.DictReader(f)]
+    rows = train_with_scripted_evaluations(tmp_path, monkeypatch, [500.0, 20.0, 500.0])
+    learned = [row["loss"] != "" for row in rows]
     assert learned == [True, True, False, False, True, True]
+    # The second perfect network, trained on the failure in between, replaces the first.
+    assert best_episode(tmp_path) == 6
+
+
+def test_a_tie_without_learning_in_between_keeps_the_saved_model(tmp_path, monkeypatch):
+    train_with_scripted_evaluations(tmp_path, monkeypatch, [500.0, 500.0, 500.0])
+    assert best_episode(tmp_path) == 2
