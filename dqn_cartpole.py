@@ -697,13 +697,14 @@ def test_playback(config: Config, q_net: QNetwork, dashboard: Dashboard) -> list
     return returns
 
 
-def make_gif(mp4: Path, gif: Path, fps: int = 15, width: int = 240) -> Path:
-    """A small GIF of an mp4: fewer frames, fewer pixels, a shared palette. Loads at once."""
+def make_gif(mp4: Path, gif: Path, seconds: float = 10, fps: int = 15, width: int = 240) -> Path:
+    """A small GIF of the start of an mp4: fewer frames, fewer pixels, few colours."""
     from moviepy import VideoFileClip
     from PIL import Image
 
     with VideoFileClip(str(mp4)) as clip:
-        frames = [Image.fromarray(f) for f in clip.iter_frames(fps=fps, dtype="uint8")]
+        start = clip.subclipped(0, min(seconds, clip.duration))
+        frames = [Image.fromarray(f) for f in start.iter_frames(fps=fps, dtype="uint8")]
     height = round(frames[0].height * width / frames[0].width)
     # CartPole is drawn in a handful of colours: a tiny palette keeps the file small.
     small = [f.resize((width, height), Image.Resampling.BILINEAR).quantize(8) for f in frames]
