@@ -134,7 +134,7 @@ def test_replay_buffer_is_fifo_with_a_fixed_capacity():
 
 
 def test_epsilon_decays_geometrically_per_episode_down_to_its_floor():
-    config = dqn.Config()
+    config = dqn.Config(epsilon_start=1.0, epsilon_end=0.01, epsilon_decay=0.995)
     epsilon, schedule = config.epsilon_start, []
     for _ in range(1000):
         schedule.append(epsilon)
