@@ -344,7 +344,9 @@ class InputError(Exception):
     """Something the user gave (a file, a folder) cannot be used; the message says why."""
 
 
-def load_model(path: Path, device: str = "cpu", state_dim: int = 4, action_dim: int = 2):
+def load_model(
+    path: Path, device: str = "cpu", state_dim: int = 4, action_dim: int = 2
+) -> QNetwork:
     """Rebuild a QNetwork from a saved state_dict, or raise InputError saying what is wrong."""
     path = Path(path)
     if not path.is_file():
@@ -567,11 +569,27 @@ def run_episode(
             return total_reward, steps, losses
 
 
-def save_best_model(agent: DQNAgent, output_dir: Path, description: dict) -> None:
-    """best_model.pth holds the weights; best_model.json says where and how they were made."""
-    agent.save_model(output_dir / "best_model.pth")
-    info = {**description, "config": asdict(agent.config), "versions": library_versions()}
-    save_atomically(output_dir / "best_model.json", lambda f: json.dump(info, f, indent=2), "w")
+class BestModel:
+    """The best evaluation so far; its network is kept in best_model.pth, described in .json."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = output_dir
+        self.avg_reward, self.episode, self.train_steps = -math.inf, None, -1
+
+    def consider(self, agent: DQNAgent, avg_reward: float, description: dict) -> None:
+        # A tie after more learning counts too: the newer network scores as well and has also
+        # learned from the failures seen since.
+        improved = avg_reward > self.avg_reward
+        retrained_tie = avg_reward == self.avg_reward and agent.train_steps > self.train_steps
+        if not (improved or retrained_tie):
+            return
+        self.avg_reward, self.episode = avg_reward, description["episode"]
+        self.train_steps = agent.train_steps
+        agent.save_model(self.output_dir / "best_model.pth")
+        info = {**description, "config": asdict(agent.config), "versions": library_versions()}
+        save_atomically(
+            self.output_dir / "best_model.json", lambda f: json.dump(info, f, indent=2), "w"
+        )
 
 
 def progress_line(row: dict) -> str:
@@ -593,7 +611,7 @@ def train_agent(
     config = agent.config
     output_dir = Path(config.output_dir)
     rows: list[dict] = []
-    best_avg_reward, best_episode, best_train_steps, env_steps = -math.inf, None, -1, 0
+    best, env_steps = BestModel(output_dir), 0
     with StopRequest() as stop:
         for episode in range(1, config.episodes + 1):
             reward, length, losses = run_episode(env, agent, stop)
@@ -615,28 +633,24 @@ def train_agent(
 
             if episode % config.eval_every == 0 or episode == config.episodes:
                 eval_avg = agent.evaluate(eval_env, config.eval_episodes)
-                # A tie after more learning counts too: the newer network scores as well and
-                # has also learned from the failures seen since.
-                retrained_tie = eval_avg == best_avg_reward and agent.train_steps > best_train_steps
-                if eval_avg > best_avg_reward or retrained_tie:
-                    best_avg_reward, best_episode = eval_avg, episode
-                    best_train_steps = agent.train_steps
-                    description = {
-                        "episode": episode,
-                        "eval_avg_reward": eval_avg,
-                        "env_steps": env_steps,
-                        "seed": config.seed,
-                        "run_started_at": started,
-                    }
-                    save_best_model(agent, output_dir, description)
+                description = {
+                    "episode": episode,
+                    "eval_avg_reward": eval_avg,
+                    "env_steps": env_steps,
+                    "seed": config.seed,
+                    "run_started_at": started,
+                }
+                best.consider(agent, eval_avg, description)
                 row["eval_avg_reward"] = eval_avg
+                # A perfect policy stops updating until an evaluation fails: trained on a buffer
+                # of nothing but perfect episodes, DQN forgets how to recover and collapses.
                 solved = config.solved_reward > 0 and eval_avg >= config.solved_reward
                 agent.learning = not solved
                 dashboard.log(
-                    {"eval/avg_reward": eval_avg, "eval/best_avg_reward": best_avg_reward}, episode
+                    {"eval/avg_reward": eval_avg, "eval/best_avg_reward": best.avg_reward}, episode
                 )
-            if best_episode is not None:
-                row["best_avg_reward"] = best_avg_reward
+            if best.episode is not None:
+                row["best_avg_reward"] = best.avg_reward
             rows.append(row)
             if row["eval_avg_reward"] != "":
                 write_metrics(output_dir / "metrics.csv", rows)  # kept safe at every evaluation
@@ -654,8 +668,8 @@ def train_agent(
     if rows:
         write_metrics(output_dir / "metrics.csv", rows)
     return {
-        "best_avg_reward": best_avg_reward,
-        "best_episode": best_episode,
+        "best_avg_reward": best.avg_reward,
+        "best_episode": best.episode,
         "interrupted": stop.requested,
     }
 
