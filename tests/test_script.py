@@ -113,3 +113,10 @@ def test_auto_mode_uses_the_cloud_after_swanlab_login(no_swanlab_login):
         "machine https://api.swanlab.cn\n  login https://swanlab.cn\n  password " + "k" * 21 + "\n"
     )
     assert dqn.resolve_swanlab_mode("auto") == "online"
+
+
+def test_a_damaged_swanlab_login_file_means_a_local_run_not_a_crash(no_swanlab_login):
+    folder = no_swanlab_login / ".swanlab"
+    folder.mkdir()
+    (folder / ".netrc").write_text("macro x\n")  # not a valid netrc
+    assert dqn.resolve_swanlab_mode("auto") == "local"
