@@ -502,9 +502,6 @@ def start_swanlab(config: Config, experiment_name: str, extra_config: dict) -> D
     mode = resolve_swanlab_mode(config.swanlab_mode)
     if mode == "disabled":
         return Dashboard(None)
-    if mode == "online" and (problem := cloud_reachable()):
-        warn(f"SwanLab cloud unavailable ({problem}); logging locally instead.")
-        mode = "local"
     options = dict(
         project=config.project,
         experiment_name=experiment_name,
@@ -512,6 +509,8 @@ def start_swanlab(config: Config, experiment_name: str, extra_config: dict) -> D
         description="DQN on CartPole-v1 (dqn_cartpole.py)",
     )
     try:
+        if mode == "online" and (problem := cloud_reachable()):
+            raise ConnectionError(problem)  # fail now, not after SwanLab's own retries
         return Dashboard(swanlab.init(mode=mode, **options))
     except Exception as error:
         if mode != "online":
