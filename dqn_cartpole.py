@@ -777,18 +777,14 @@ def train_and_test(config: Config, started: float) -> int:
     if summary["best_episode"] is not None:
         print(f"Model:   {model_path}")
     print(f"Metrics: {Path(config.output_dir) / 'metrics.csv'}")
+    print(f"Total time: {time.time() - started:.1f} s")
     if summary["interrupted"]:
         print(
             f"Stopped by Ctrl-C. To record the videos: python dqn_cartpole.py --play {model_path}"
         )
-    elif not config.no_video and not video_problem:
-        print(f"Videos:  {config.video_dir}/")
-    print(dashboard.where())
-    print(f"Total time: {time.time() - started:.1f} s")
-    if video_problem:
-        print(f"error: {video_problem}", file=sys.stderr)
-        return 3
-    return 130 if summary["interrupted"] else 0
+        print(dashboard.where())
+        return 130
+    return report_outputs(config, dashboard, video_problem)
 
 
 def play_saved_model(config: Config) -> int:
@@ -796,6 +792,11 @@ def play_saved_model(config: Config) -> int:
     dashboard = start_swanlab(config, f"{config.experiment_name}-play", {})
     video_problem = record_and_report(config, q_net, dashboard)
     dashboard.finish()
+    return report_outputs(config, dashboard, video_problem)
+
+
+def report_outputs(config: Config, dashboard: Dashboard, video_problem: str | None) -> int:
+    """The closing lines of both modes; exit code 3 when the video could not be made."""
     if not config.no_video and not video_problem:
         print(f"Videos:  {config.video_dir}/")
     print(dashboard.where())
