@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -208,21 +209,44 @@ class QNetwork(nn.Module):
         return self.fc(x)
 
 
-def greedy_action(q_net: QNetwork, state: np.ndarray) -> int:
+def greedy_policy(q_net: QNetwork) -> Callable[[np.ndarray], int]:
     """The action with the highest Q-value: what the agent does when it stops exploring."""
-    device = q_net.fc[0].weight.device
-    # inference_mode skips autograd's bookkeeping: a third faster for one state at a time.
-    with torch.inference_mode():
-        q_values = q_net(torch.as_tensor(state, dtype=torch.float32, device=device))
-    return int(q_values.argmax())
+    if q_net.fc[0].weight.device.type != "cpu":
+
+        def act_on_device(state: np.ndarray) -> int:
+            with torch.inference_mode():  # no autograd bookkeeping: nothing learns from this
+                state = torch.as_tensor(
+                    state, dtype=torch.float32, device=q_net.fc[0].weight.device
+                )
+                return int(q_net(state).argmax())
+
+        return act_on_device
+
+    # WHY NUMPY: acting is one state at a time, hundreds of thousands of times a run. For that,
+    # PyTorch spends ~30-60 µs per call on bookkeeping around under 1 µs of arithmetic; NumPy
+    # does the same three products in ~6 µs, and the whole run takes ~15 s less.
+    # CORRECTNESS: .numpy() gives views of q_net's own memory, not copies. Adam and
+    # load_state_dict update the weights in place, so the policy always acts on the latest ones.
+    (w1, b1), (w2, b2), (w3, b3) = (
+        (layer.weight.detach().numpy(), layer.bias.detach().numpy())
+        for layer in q_net.fc
+        if isinstance(layer, nn.Linear)
+    )
+
+    def act(state: np.ndarray) -> int:
+        hidden = np.maximum(w1 @ state + b1, 0)  # Linear, then ReLU: QNetwork.fc, layer by layer
+        hidden = np.maximum(w2 @ hidden + b2, 0)
+        return int((w3 @ hidden + b3).argmax())
+
+    return act
 
 
-def play_episode(env: gym.Env, q_net: QNetwork) -> tuple[float, int]:
-    """One greedy episode; returns its total reward and its length."""
+def play_episode(env: gym.Env, policy: Callable[[np.ndarray], int]) -> tuple[float, int]:
+    """One episode acting with `policy`; returns its total reward and its length."""
     state, _ = env.reset()
     total_reward, steps = 0.0, 0
     while True:
-        state, reward, terminated, truncated, _ = env.step(greedy_action(q_net, state))
+        state, reward, terminated, truncated, _ = env.step(policy(state))
         total_reward += float(reward)
         steps += 1
         # An episode ends when the pole falls (terminated) or the time limit hits (truncated).
@@ -276,6 +300,7 @@ class DQNAgent:
         self.device = torch.device(config.device)
         self.rng = np.random.default_rng(config.seed)
         self.q_net = QNetwork(state_dim, action_dim).to(self.device)
+        self.greedy = greedy_policy(self.q_net)
         # The target network gives the TD target. It starts equal to q_net and then follows it
         # only every target_update_freq steps, so the target does not move with every update.
         self.target_net = QNetwork(state_dim, action_dim).to(self.device)
@@ -291,7 +316,7 @@ class DQNAgent:
         """ε-greedy: explore with probability ε, otherwise act on what the network has learned."""
         if self.rng.random() < self.epsilon:
             return int(self.rng.integers(self.action_dim))
-        return greedy_action(self.q_net, state)
+        return self.greedy(state)
 
     def store_experience(self, state, action, reward, next_state, terminated: bool) -> None:
         # Store `terminated`, not `done`: an episode cut by the time limit did not really end.
@@ -327,7 +352,7 @@ class DQNAgent:
 
     def evaluate(self, env: gym.Env, episodes: int) -> float:
         """Mean return of `episodes` greedy episodes (no exploration, no learning)."""
-        return float(np.mean([play_episode(env, self.q_net)[0] for _ in range(episodes)]))
+        return float(np.mean([play_episode(env, self.greedy)[0] for _ in range(episodes)]))
 
     def save_model(self, path: Path) -> None:
         """Save q_net's weights as a plain state_dict (see save_atomically)."""
@@ -700,10 +725,10 @@ def test_playback(config: Config, q_net: QNetwork, dashboard: Dashboard) -> list
             env = RecordVideo(
                 env, config.video_dir, episode_trigger=lambda _: True, name_prefix=VIDEO_PREFIX
             )
-    returns = []
+    returns, policy = [], greedy_policy(q_net)
     try:
         for episode in range(config.test_episodes):
-            total_reward, _ = play_episode(env, q_net)
+            total_reward, _ = play_episode(env, policy)
             returns.append(total_reward)
             print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
             dashboard.log({"test/reward": total_reward}, episode)

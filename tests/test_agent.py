@@ -47,14 +47,42 @@ def test_target_net_starts_equal_to_q_net():
 def test_choose_action_at_epsilon_zero_always_takes_the_best_q_value():
     agent = make_agent()
     agent.epsilon = 0.0
-    with torch.no_grad():  # mirror the two outputs, so that which action is best varies
-        agent.q_net.fc[4].weight[1] = -agent.q_net.fc[4].weight[0]
-        agent.q_net.fc[4].bias.zero_()
     states = np.random.default_rng(1).normal(size=(200, 4)).astype(np.float32)
+    best = balance_actions(agent.q_net, states)
+    assert [agent.choose_action(s) for s in states] == best
+
+
+def balance_actions(q_net: dqn.QNetwork, states: np.ndarray) -> list[int]:
+    """Set Q(s, 1) = 0 and shift Q(s, 0) so that each action is best for half of `states`,
+    with a clear margin everywhere; returns the best actions by PyTorch's own forward pass."""
+    states = torch.as_tensor(states)
     with torch.no_grad():
-        best = agent.q_net(torch.as_tensor(states)).argmax(dim=1).numpy()
-    assert [agent.choose_action(s) for s in states] == best.tolist()
-    assert len(set(best.tolist())) == 2, "the check needs states where each action is best"
+        q_net.fc[4].weight[1], q_net.fc[4].bias[1] = 0.0, 0.0
+        q0 = q_net(states)[:, 0]
+        # Halfway between the two middle values: no state is a near-tie that rounding could flip.
+        middle = q0.sort().values[len(q0) // 2 - 1 : len(q0) // 2 + 1].mean()
+        q_net.fc[4].bias[0] -= middle
+        best = q_net(states).argmax(dim=1).tolist()
+    assert 0 < sum(best) < len(best), "each action must be best for some state"
+    return best
+
+
+def test_the_greedy_policy_follows_the_networks_weights_through_training_and_loading():
+    agent = make_agent(batch_size=32)
+    policy = agent.greedy  # made once, when the agent was built
+    states = np.random.default_rng(1).normal(size=(30, 4)).astype(np.float32)
+    fill_buffer(agent, 64)
+    for _ in range(50):
+        agent.train()
+    best = balance_actions(agent.q_net, states)
+    assert [policy(s) for s in states] == best
+
+    torch.manual_seed(7)
+    other = dqn.QNetwork(4, 2)
+    best = balance_actions(other, states)
+    assert best != [policy(s) for s in states], "the loaded network must choose differently"
+    agent.q_net.load_state_dict(other.state_dict())
+    assert [policy(s) for s in states] == best
 
 
 def test_choose_action_at_epsilon_one_ignores_the_network_and_picks_both_actions(monkeypatch):
@@ -64,7 +92,7 @@ def test_choose_action_at_epsilon_one_ignores_the_network_and_picks_both_actions
     def no_network(*args):
         raise AssertionError("the network was asked while exploring")
 
-    monkeypatch.setattr(agent.q_net, "forward", no_network)
+    monkeypatch.setattr(agent, "greedy", no_network)
     actions = [agent.choose_action(np.zeros(4, np.float32)) for _ in range(2000)]
     assert set(actions) == {0, 1}
     assert 0.45 < np.mean(actions) < 0.55
