@@ -90,8 +90,8 @@ class Config:
     )
     solved_reward: float = setting(
         500.0,
-        "pause learning while the latest evaluation averages at least this "
-        "(500, CartPole-v1's maximum; 0: never pause)",
+        "pause learning while the latest evaluation averages at least this, and evaluate at "
+        "once a training episode that scores it (500, CartPole-v1's maximum; 0: neither)",
         NON_NEGATIVE,
     )
     epsilon_start: float = setting(1.0, "exploration rate ε at the first episode", UNIT)
@@ -655,7 +655,10 @@ def train_agent(
             }
             agent.epsilon = decay_epsilon(agent.epsilon, config)
 
-            if episode % config.eval_every == 0 or episode == config.episodes:
+            # While learning, a training episode that reaches the solved reward is checked at
+            # once: it may be the policy to keep, and ten more episodes of updates can undo it.
+            promising = agent.learning and reward >= config.solved_reward > 0
+            if episode % config.eval_every == 0 or episode == config.episodes or promising:
                 eval_avg = agent.evaluate(eval_env, config.eval_episodes)
                 description = {
                     "episode": episode,

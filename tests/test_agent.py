@@ -246,3 +246,23 @@ def test_learning_pauses_while_the_latest_evaluation_is_solved_and_resumes_after
 def test_a_tie_without_learning_in_between_keeps_the_saved_model(tmp_path, monkeypatch):
     train_with_scripted_evaluations(tmp_path, monkeypatch, [500.0, 500.0, 500.0])
     assert best_episode(tmp_path) == 2
+
+
+def test_while_learning_a_full_length_training_episode_is_evaluated_at_once(tmp_path, monkeypatch):
+    config = dqn.Config(episodes=8, eval_every=4, solved_reward=500, batch_size=8)
+    config.output_dir = str(tmp_path)
+    agent = dqn.DQNAgent(4, 2, config)
+    train_rewards = iter([20.0, 500.0, 30.0, 500.0, 500.0, 500.0, 40.0, 500.0])
+
+    def scripted_episode(env, agent, stop=None):
+        reward = next(train_rewards)
+        return reward, int(reward), [1.0] if agent.learning else []
+
+    monkeypatch.setattr(dqn, "run_episode", scripted_episode)
+    monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(eval_scores))
+    eval_scores = iter([480.0, 500.0, 500.0])
+    dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), dqn.Dashboard(None), 0.0)
+    with open(tmp_path / "metrics.csv") as f:
+        evaluated = [int(row["episode"]) for row in csv.DictReader(f) if row["eval_avg_reward"]]
+    # Episode 2 is extra; 4 and 8 are the regular ones; 5 and 6 come while learning is paused.
+    assert evaluated == [2, 4, 8]
