@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import platform
+import queue
 import statistics
 import subprocess
 import sys
@@ -29,12 +30,17 @@ import dqn_cartpole as dqn  # noqa: E402  (needs the repo on the path first)
 SOLVED = 500.0  # CartPole-v1's maximum return: the 500-step time limit
 
 
-def run_seed(seed: int, workdir: Path, script: Path, script_args: list[str]) -> dict:
-    """Run the script for one seed in its own folder, with no SwanLab login and one thread."""
+def run_seed(seed: int, workdir: Path, script: Path, script_args: list[str], cores) -> dict:
+    """Run the script for one seed in its own folder, with no SwanLab login, on one free core.
+
+    Pinned to its core, the run's own video encoder (ffmpeg starts several threads) cannot
+    slow down the run training beside it.
+    """
     cwd = workdir / f"seed-{seed}"
     cwd.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWANLAB_")}
     env.update(HOME=str(cwd), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    core = cores.get()
     launched = time.time()
     with open(cwd / "console.log", "w") as log:
         process = subprocess.run(
@@ -44,7 +50,9 @@ def run_seed(seed: int, workdir: Path, script: Path, script_args: list[str]) -> 
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.sched_setaffinity(0, {core}),
         )
+    cores.put(core)
     return {"seed": seed, "cwd": cwd, "launched": launched, "wall_s": time.time() - launched,
             "returncode": process.returncode}  # fmt: skip
 
@@ -113,7 +121,9 @@ def table(results: list[dict], eval_episodes: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="runs at once")
+    parser.add_argument(
+        "--jobs", type=int, default=len(os.sched_getaffinity(0)), help="runs at once, one per core"
+    )
     parser.add_argument("--eval-episodes", type=int, default=100, help="to test each best model")
     parser.add_argument("--workdir", type=Path, help="keep each run's files here (default: temp)")
     parser.add_argument("--script", type=Path, default=REPO / "dqn_cartpole.py", help="to compare")
@@ -122,9 +132,19 @@ def main() -> int:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dqn-seeds-"))
     started = time.time()
+    available = sorted(os.sched_getaffinity(0))
+    if not 1 <= args.jobs <= len(available):
+        parser.error(
+            f"--jobs must be between 1 and {len(available)}, the cores this process may use"
+        )
+    cores = queue.Queue()
+    for core in available[: args.jobs]:
+        cores.put(core)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(
-            pool.map(lambda s: run_seed(s, workdir, args.script, args.script_args), args.seeds)
+            pool.map(
+                lambda s: run_seed(s, workdir, args.script, args.script_args, cores), args.seeds
+            )
         )
     failed = [r for r in runs if r["returncode"] != 0]
     for r in failed:

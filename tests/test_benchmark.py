@@ -1,0 +1,26 @@
+"""A quick run of the seed benchmark itself: it must run the script and report what it left."""
+
+import subprocess
+import sys
+
+from conftest import REPO, clean_env
+
+
+def test_the_seed_benchmark_prints_a_row_per_seed_and_the_medians(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "seeds.py"), "--seeds", "3", "4",
+         "--jobs", "1", "--eval-episodes", "2", "--workdir", str(tmp_path / "runs"),
+         "--", "--episodes", "2", "--eval-every", "1", "--no-video", "--swanlab-mode", "disabled"],
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["3", "4", "**median**"]
+    # Two episodes cannot solve CartPole: the table must say so rather than invent a time.
+    assert rows[-1].split("|")[2].strip() == "**0/2**"
+    for seed in (3, 4):
+        assert (tmp_path / "runs" / f"seed-{seed}" / "output" / "metrics.csv").is_file()
