@@ -129,14 +129,14 @@ def main() -> int:
     parser.add_argument("--script", type=Path, default=REPO / "dqn_cartpole.py", help="to compare")
     parser.add_argument("script_args", nargs="*", help="after --: arguments for the script")
     args = parser.parse_args()
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dqn-seeds-"))
-    started = time.time()
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= args.jobs <= len(available):
         parser.error(
             f"--jobs must be between 1 and {len(available)}, the cores this process may use"
         )
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dqn-seeds-"))
+    started = time.time()
     cores = queue.Queue()
     for core in available[: args.jobs]:
         cores.put(core)

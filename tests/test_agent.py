@@ -44,14 +44,6 @@ def test_target_net_starts_equal_to_q_net():
         assert torch.equal(v, agent.target_net.state_dict()[k])
 
 
-def test_choose_action_at_epsilon_zero_always_takes_the_best_q_value():
-    agent = make_agent()
-    agent.epsilon = 0.0
-    states = np.random.default_rng(1).normal(size=(200, 4)).astype(np.float32)
-    best = balance_actions(agent.q_net, states)
-    assert [agent.choose_action(s) for s in states] == best
-
-
 def balance_actions(q_net: dqn.QNetwork, states: np.ndarray) -> list[int]:
     """Set Q(s, 1) = 0 and shift Q(s, 0) so that each action is best for half of `states`,
     with a clear margin everywhere; returns the best actions by PyTorch's own forward pass."""
@@ -65,6 +57,14 @@ def balance_actions(q_net: dqn.QNetwork, states: np.ndarray) -> list[int]:
         best = q_net(states).argmax(dim=1).tolist()
     assert 0 < sum(best) < len(best), "each action must be best for some state"
     return best
+
+
+def test_choose_action_at_epsilon_zero_always_takes_the_best_q_value():
+    agent = make_agent()
+    agent.epsilon = 0.0
+    states = np.random.default_rng(1).normal(size=(200, 4)).astype(np.float32)
+    best = balance_actions(agent.q_net, states)
+    assert [agent.choose_action(s) for s in states] == best
 
 
 def test_the_greedy_policy_follows_the_networks_weights_through_training_and_loading():
