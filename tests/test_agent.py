@@ -85,6 +85,25 @@ def test_the_greedy_policy_follows_the_networks_weights_through_training_and_loa
     assert [policy(s) for s in states] == best
 
 
+def test_fused_adam_moves_the_weights_exactly_as_torch_optim_adam_does():
+    torch.manual_seed(0)
+    ours, reference = dqn.QNetwork(4, 2), dqn.QNetwork(4, 2)
+    reference.load_state_dict(ours.state_dict())
+    optimizers = [
+        (ours, dqn.FusedAdam(ours.parameters(), lr=3e-3)),
+        (reference, torch.optim.Adam(reference.parameters(), lr=3e-3, fused=True)),
+    ]
+    states, targets = torch.randn(32, 4), torch.randn(32, 2)
+    for _ in range(30):  # enough steps for the bias corrections to matter and then fade
+        for net, optimizer in optimizers:
+            optimizer.zero_grad()
+            nn.functional.mse_loss(net(states), targets).backward()
+            optimizer.step()
+    for mine, theirs in zip(ours.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    assert not torch.equal(ours.fc[0].weight, dqn.QNetwork(4, 2).fc[0].weight)
+
+
 def test_choose_action_at_epsilon_one_ignores_the_network_and_picks_both_actions(monkeypatch):
     agent = make_agent()
     agent.epsilon = 1.0

@@ -30,6 +30,27 @@ def test_importing_the_script_trains_prints_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_training_never_loads_pytorchs_compiler(tmp_path):
+    # torch.optim's classes import torch._dynamo (~1 s) on first use; FusedAdam avoids that.
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); import dqn_cartpole; "
+        "dqn_cartpole.main(['--episodes', '3', '--batch-size', '16', '--no-video', "
+        "'--swanlab-mode', 'disabled']); print('torch._dynamo' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "loss" in result.stdout  # gradient steps were taken
+    assert result.stdout.splitlines()[-1] == "False"
+
+
 def test_small_run_writes_a_loadable_model_and_its_description(small_run):
     cwd, _ = small_run
     q_net = dqn.load_model(cwd / "output" / "best_model.pth")
