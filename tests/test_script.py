@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 import dqn_cartpole as dqn
 from conftest import REPO, clean_env, read_metrics, swanlab_metric
@@ -95,6 +96,16 @@ def test_small_run_logs_every_metric_to_a_local_swanlab_run(small_run):
     assert len(swanlab_metric(swanlog, "eval/best_avg_reward")) == 3
     assert len(swanlab_metric(swanlog, "test/reward")) == 2
     assert f"swanlab watch {swanlog}" in result.stdout
+
+
+def test_the_swanlab_run_records_library_versions_without_a_pip_listing(small_run):
+    cwd, _ = small_run
+    (files,) = (cwd / "swanlog").glob("run-*/files")
+    config = yaml.safe_load((files / "config.yaml").read_text())
+    assert config["versions"]["value"] == dqn.library_versions()
+    # SwanLab's full listing runs `pip list` before the first episode (~0.4 s); the libraries
+    # this script depends on are already in the config.
+    assert not (files / "requirements.txt").exists()
 
 
 def test_same_seed_gives_the_same_rewards_and_weights(tmp_path, no_swanlab_login):
