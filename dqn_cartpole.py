@@ -574,7 +574,7 @@ def start_swanlab(config: Config, experiment_name: str, extra_config: dict) -> D
         config={**asdict(config), **extra_config, "versions": library_versions()},
         description="DQN on CartPole-v1 (dqn_cartpole.py)",
         # The versions above are the ones that matter; SwanLab's own listing of every installed
-        # package runs `pip list` first, ~0.4 s before the first episode.
+        # package runs `pip list` first, ~0.35 s before the first episode.
         settings=swanlab.Settings(probe={"requirements": False}),
     )
     try:

@@ -12,20 +12,25 @@ import dqn_cartpole as dqn
 from conftest import REPO, clean_env, read_metrics, swanlab_metric
 
 
-def test_importing_the_script_trains_prints_and_writes_nothing(tmp_path):
-    result = subprocess.run(
+def run_with_script_imported(cwd, code: str = "") -> subprocess.CompletedProcess:
+    """`import dqn_cartpole`, then `code`, in a fresh Python process with a learner's HOME."""
+    return subprocess.run(
         [
             sys.executable,
             "-c",
-            f"import sys; sys.path.insert(0, {str(REPO)!r}); import dqn_cartpole",
+            f"import sys; sys.path.insert(0, {str(REPO)!r}); import dqn_cartpole\n{code}",
         ],
-        cwd=tmp_path,
-        env=clean_env(tmp_path),
+        cwd=cwd,
+        env=clean_env(cwd),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_importing_the_script_trains_prints_and_writes_nothing(tmp_path):
+    result = run_with_script_imported(tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
     assert list(tmp_path.iterdir()) == []
@@ -33,20 +38,9 @@ def test_importing_the_script_trains_prints_and_writes_nothing(tmp_path):
 
 def test_training_never_loads_pytorchs_compiler(tmp_path):
     # torch.optim's classes import torch._dynamo (~1 s) on first use; FusedAdam avoids that.
-    code = (
-        f"import sys; sys.path.insert(0, {str(REPO)!r}); import dqn_cartpole; "
-        "dqn_cartpole.main(['--episodes', '3', '--batch-size', '16', '--no-video', "
-        "'--swanlab-mode', 'disabled']); print('torch._dynamo' in sys.modules)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=clean_env(tmp_path),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    args = "['--episodes', '3', '--batch-size', '16', '--no-video', '--swanlab-mode', 'disabled']"
+    code = f"dqn_cartpole.main({args}); print('torch._dynamo' in sys.modules)"
+    result = run_with_script_imported(tmp_path, code)
     assert result.returncode == 0, result.stderr
     assert "loss" in result.stdout  # gradient steps were taken
     assert result.stdout.splitlines()[-1] == "False"
@@ -103,7 +97,7 @@ def test_the_swanlab_run_records_library_versions_without_a_pip_listing(small_ru
     (files,) = (cwd / "swanlog").glob("run-*/files")
     config = yaml.safe_load((files / "config.yaml").read_text())
     assert config["versions"]["value"] == dqn.library_versions()
-    # SwanLab's full listing runs `pip list` before the first episode (~0.4 s); the libraries
+    # SwanLab's full listing runs `pip list` before the first episode (~0.35 s); the libraries
     # this script depends on are already in the config.
     assert not (files / "requirements.txt").exists()
 
