@@ -295,12 +295,11 @@ class ReplayBuffer:
 # The agent: ε-greedy acting, replay memory, and the DQN update with a target network.
 # ---------------------------------------------------------------------------------------------
 class FusedAdam:
-    """torch.optim.Adam(params, lr, fused=True): the same update, bit for bit (tested).
+    """Adam as torch.optim.Adam(params, lr, fused=True) does it, bit for bit (tested)."""
 
-    WHY NOT torch.optim.Adam itself: its first use imports PyTorch's compiler (~0.9 s), and each
-    step passes through compiler guards (~80 µs, a sixth of a gradient step). Seed 5 reached its
-    first perfect evaluation 1.5 s sooner without them. PyTorch's functional Adam has neither.
-    """
+    # WHY NOT torch.optim.Adam: its first use imports PyTorch's compiler (~0.9 s), and each step
+    # passes through compiler guards (~80 µs, a sixth of a gradient step). Seed 5 reached its
+    # first perfect evaluation 1.5 s sooner without them. PyTorch's functional Adam has neither.
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
