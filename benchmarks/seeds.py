@@ -74,9 +74,9 @@ def summarize(run: dict, eval_episodes: int) -> dict:
         later = [float(r["eval_avg_reward"]) >= SOLVED for r in evals[first + 1 :]]
         result["stayed"] = sum(later) / len(later) if later else 1.0
 
-    policy = dqn.greedy_policy(dqn.load_model(output / "best_model.pth"))
+    policy = dqn.greedy_policy(dqn.load_model(output / "best_model.pth", 4, 2))
     env = dqn.make_env(seed=10_000 + run["seed"])  # episodes the agent has never seen
-    returns = [dqn.play_episode(env, policy)[0] for _ in range(eval_episodes)]
+    returns = [dqn.greedy_episode(env, policy)[0] for _ in range(eval_episodes)]
     result["best_model_mean"] = statistics.mean(returns)
     return result
 

@@ -85,6 +85,30 @@ def test_the_greedy_policy_follows_the_networks_weights_through_training_and_loa
     assert [policy(s) for s in states] == best
 
 
+def test_the_greedy_policy_works_for_any_stack_of_linear_and_relu_layers():
+    torch.manual_seed(3)
+    net = dqn.QNetwork(4, 2)
+    net.fc = nn.Sequential(  # four Linear layers instead of three, of other widths
+        nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(),
+        nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2),
+    )  # fmt: skip
+    states = np.random.default_rng(2).normal(size=(300, 4)).astype(np.float32)
+    with torch.no_grad():  # shift Q(s, 1) so that each action is best for half of the states
+        gaps = (net(torch.as_tensor(states)) @ torch.tensor([-1.0, 1.0])).sort().values
+        net.fc[-1].bias[1] -= gaps[149:151].mean()
+        expected = net(torch.as_tensor(states)).argmax(dim=1).tolist()
+    assert 0 < sum(expected) < len(expected), "both actions must occur"
+    policy = dqn.greedy_policy(net)
+    assert [policy(s) for s in states] == expected
+
+
+def test_the_greedy_policy_refuses_a_layer_it_cannot_compute():
+    net = dqn.QNetwork(4, 2)
+    net.fc[1] = nn.Tanh()
+    with pytest.raises(TypeError, match="Tanh"):
+        dqn.greedy_policy(net)
+
+
 def test_fused_adam_moves_the_weights_exactly_as_torch_optim_adam_does():
     torch.manual_seed(0)
     ours, reference = dqn.QNetwork(4, 2), dqn.QNetwork(4, 2)
@@ -132,14 +156,14 @@ def test_training_episode_stores_terminated_not_truncated():
     # Five steps are too few for the pole to fall, so this episode ends only by truncation.
     short = gym.make("CartPole-v1", max_episode_steps=5)
     short.reset(seed=0)
-    _, length, _ = dqn.run_episode(short, agent)
+    _, length, _ = dqn.train_episode(short, agent)
     assert length == 5
     assert agent.replay_buffer.terminated[:5].tolist() == [0.0] * 5
 
     # A random policy drops the pole long before 500 steps: the last step is a real end.
     full = gym.make("CartPole-v1")
     full.reset(seed=0)
-    _, length, _ = dqn.run_episode(full, agent)
+    _, length, _ = dqn.train_episode(full, agent)
     flags = agent.replay_buffer.terminated[5 : 5 + length].tolist()
     assert flags == [0.0] * (length - 1) + [1.0]
 
@@ -207,7 +231,7 @@ def test_saved_model_loads_back_and_into_the_tutorials_own_qnetwork(tmp_path):
     path = tmp_path / "best_model.pth"
     agent.save_model(path)
 
-    loaded = dqn.load_model(path)
+    loaded = dqn.load_model(path, 4, 2)
     state = torch.randn(5, 4)
     assert torch.equal(loaded(state), agent.q_net(state))
 
@@ -236,6 +260,14 @@ def test_config_defaults_are_the_command_line_defaults():
     assert (config.episodes, config.lr, config.no_video) == (7, 0.01, True)
 
 
+def train(agent: dqn.DQNAgent, output_dir) -> dqn.Best:
+    """The real training loop, with no dashboard and no Ctrl-C."""
+    log = dqn.RunLog(output_dir / "metrics.csv", dqn.Dashboard(None), started=0.0)
+    best = dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), log, dqn.StopRequest())
+    log.close()
+    return best
+
+
 def train_with_scripted_evaluations(tmp_path, monkeypatch, scores: list[float]) -> list[dict]:
     """Six episodes, an evaluation every two, whose averages are `scores`; returns the rows."""
     config = dqn.Config(episodes=6, eval_every=2, solved_reward=500, batch_size=8)
@@ -243,7 +275,7 @@ def train_with_scripted_evaluations(tmp_path, monkeypatch, scores: list[float]) 
     agent = dqn.DQNAgent(4, 2, config)
     scripted = iter(scores)
     monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(scripted))
-    dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), dqn.Dashboard(None), 0.0)
+    train(agent, tmp_path)
     with open(tmp_path / "metrics.csv") as f:
         return list(csv.DictReader(f))
 
@@ -277,10 +309,10 @@ def test_while_learning_a_full_length_training_episode_is_evaluated_at_once(tmp_
         reward = next(train_rewards)
         return reward, int(reward), [1.0] if agent.learning else []
 
-    monkeypatch.setattr(dqn, "run_episode", scripted_episode)
+    monkeypatch.setattr(dqn, "train_episode", scripted_episode)
     monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(eval_scores))
     eval_scores = iter([480.0, 500.0, 500.0])
-    dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), dqn.Dashboard(None), 0.0)
+    train(agent, tmp_path)
     with open(tmp_path / "metrics.csv") as f:
         evaluated = [int(row["episode"]) for row in csv.DictReader(f) if row["eval_avg_reward"]]
     # Episode 2 is extra; 4 and 8 are the regular ones; 5 and 6 come while learning is paused.

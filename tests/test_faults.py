@@ -116,7 +116,7 @@ def test_a_missing_video_library_keeps_the_training_results_and_exits_3(tmp_path
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: the test video could not be made") and "moviepy" in line
-    assert dqn.load_model(tmp_path / "output" / "best_model.pth")
+    assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)
     assert len(read_metrics(tmp_path / "output" / "metrics.csv")) == 2
 
 
@@ -171,7 +171,7 @@ def test_ctrl_c_keeps_the_best_model_and_metrics_and_exits_130(tmp_path):
     assert "Traceback" not in err
     assert "Stopped by Ctrl-C" in out and "--play output/best_model.pth" in out
     assert "swanlab watch" in out
-    assert dqn.load_model(tmp_path / "output" / "best_model.pth")
+    assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)
     rows = read_metrics(tmp_path / "output" / "metrics.csv")
     assert len(rows) >= 20 and all(r["train_reward"] for r in rows)
     assert not (tmp_path / "dqn_videos").exists() or not any((tmp_path / "dqn_videos").iterdir())
@@ -204,7 +204,7 @@ def test_a_process_killed_in_the_middle_of_a_save_leaves_the_previous_file(tmp_p
         timeout=60,
     )
     assert process.returncode == -signal.SIGKILL, process.stderr
-    assert dqn.load_model(tmp_path / "best_model.pth")
+    assert dqn.load_model(tmp_path / "best_model.pth", 4, 2)
     assert len(read_metrics(tmp_path / "metrics.csv")) == 5
 
 
@@ -223,6 +223,6 @@ def test_a_run_killed_while_saving_often_leaves_loadable_files(tmp_path):
             break
     process.kill()
     process.wait()
-    assert dqn.load_model(tmp_path / "output" / "best_model.pth")
+    assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)
     rows = read_metrics(tmp_path / "output" / "metrics.csv")
     assert len(rows) >= 39 and all(r["best_avg_reward"] for r in rows)

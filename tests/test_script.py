@@ -48,7 +48,7 @@ def test_training_never_loads_pytorchs_compiler(tmp_path):
 
 def test_small_run_writes_a_loadable_model_and_its_description(small_run):
     cwd, _ = small_run
-    q_net = dqn.load_model(cwd / "output" / "best_model.pth")
+    q_net = dqn.load_model(cwd / "output" / "best_model.pth", 4, 2)
     assert q_net(torch.zeros(1, 4)).shape == (1, 2)
     info = json.loads((cwd / "output" / "best_model.json").read_text())
     assert info["seed"] == 42 and info["config"]["episodes"] == 3
@@ -128,7 +128,7 @@ def test_same_seed_gives_the_same_rewards_and_weights(tmp_path, no_swanlab_login
 def test_swanlab_mode_is_chosen_without_asking(no_swanlab_login, monkeypatch, flag, env, expected):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert dqn.resolve_swanlab_mode(flag) == expected
+    assert dqn.resolve_swanlab_mode(flag, dqn.swanlab.Settings()) == expected
 
 
 def test_auto_mode_uses_the_cloud_after_swanlab_login(no_swanlab_login):
@@ -138,11 +138,11 @@ def test_auto_mode_uses_the_cloud_after_swanlab_login(no_swanlab_login):
     (folder / ".netrc").write_text(
         "machine https://api.swanlab.cn\n  login https://swanlab.cn\n  password " + "k" * 21 + "\n"
     )
-    assert dqn.resolve_swanlab_mode("auto") == "online"
+    assert dqn.resolve_swanlab_mode("auto", dqn.swanlab.Settings()) == "online"
 
 
 def test_a_damaged_swanlab_login_file_means_a_local_run_not_a_crash(no_swanlab_login):
     folder = no_swanlab_login / ".swanlab"
     folder.mkdir()
     (folder / ".netrc").write_text("macro x\n")  # not a valid netrc
-    assert dqn.resolve_swanlab_mode("auto") == "local"
+    assert dqn.resolve_swanlab_mode("auto", dqn.swanlab.Settings()) == "local"
