@@ -104,9 +104,7 @@ def make_env(seed: int, **kwargs) -> gym.Env:
     return env
 
 
-# =============================================================================================
-# 四、QNetwork: a state goes in, one Q-value per action comes out.
-# =============================================================================================
+# ==== 四、QNetwork: a state goes in, one Q-value per action comes out.
 class QNetwork(nn.Module):
     def __init__(self, state_dim: int, action_dim: int):
         super().__init__()
@@ -123,10 +121,8 @@ class QNetwork(nn.Module):
         return self.fc(x)
 
 
-# =============================================================================================
-# Experience replay: a fixed-size FIFO memory of transitions, sampled at random so that one
+# ==== Experience replay: a fixed-size FIFO memory of transitions, sampled at random so that one
 # gradient step does not see a run of strongly correlated consecutive states.
-# =============================================================================================
 class ReplayBuffer:
     def __init__(self, capacity: int, state_dim: int, rng: np.random.Generator):
         self.capacity, self.rng = capacity, rng
@@ -154,9 +150,7 @@ class ReplayBuffer:
         return tuple(column[idx] for column in columns)
 
 
-# =============================================================================================
-# 五、DQNAgent: ε-greedy acting, replay memory, and the DQN update with a target network.
-# =============================================================================================
+# ==== 五、DQNAgent: ε-greedy acting, replay memory, and the DQN update with a target network.
 class DQNAgent:
     def __init__(self, state_dim: int, action_dim: int, config: Config):
         self.config = config
@@ -269,10 +263,8 @@ def greedy_episode(env: gym.Env, policy: Callable[[np.ndarray], int]) -> tuple[f
             return total_reward, steps
 
 
-# =============================================================================================
-# 六、The training loop: episodes of ε-greedy play, one gradient step per environment step, a
+# ==== 六、The training loop: episodes of ε-greedy play, one gradient step per environment step, a
 # greedy evaluation every eval_every episodes, and the best evaluated model kept on disk.
-# =============================================================================================
 @dataclass
 class EpisodeStats:
     """One episode's numbers: a row of metrics.csv, a point on the dashboard, a console line."""
@@ -309,10 +301,8 @@ class Best:
 
     def beaten_by(self, avg_reward: float, train_steps: int) -> bool:
         # A tie after more learning counts too: the newer network scores as well and has also
-        # learned from the failures seen since.
-        return avg_reward > self.avg_reward or (
-            avg_reward == self.avg_reward and train_steps > self.train_steps
-        )
+        # learned from the failures seen since. (Tuples compare their first items first.)
+        return (avg_reward, train_steps) > (self.avg_reward, self.train_steps)
 
 
 def train_agent(
@@ -349,20 +339,17 @@ def train_agent(
     return best
 
 
-# =============================================================================================
-# Test playback: the best saved model plays with a longer time limit, recorded to mp4 by
+# ==== Test playback: the best saved model plays with a longer time limit, recorded to mp4 by
 # gymnasium's RecordVideo, and the first episode goes to the dashboard as a GIF.
-# =============================================================================================
 VIDEO_PREFIX = "rl-video"
 
 
-def test_playback(config: Config, q_net: QNetwork, dashboard: "Dashboard") -> list[float]:
-    """Play config.test_episodes greedy episodes; returns their rewards."""
+def test_playback(config: Config, q_net: QNetwork, dashboard: "Dashboard") -> None:
+    """The best model plays config.test_episodes greedy episodes, recorded unless --no-video."""
     record = not config.no_video
+    render_mode = "rgb_array" if record else None
     env = make_env(
-        config.seed + 2,
-        render_mode="rgb_array" if record else None,
-        max_episode_steps=config.max_test_steps,
+        config.seed + 2, render_mode=render_mode, max_episode_steps=config.max_test_steps
     )
     if record:
         if any(Path(config.video_dir).glob(f"{VIDEO_PREFIX}-*")):
@@ -373,18 +360,16 @@ def test_playback(config: Config, q_net: QNetwork, dashboard: "Dashboard") -> li
             env = RecordVideo(
                 env, config.video_dir, episode_trigger=lambda _: True, name_prefix=VIDEO_PREFIX
             )
-    returns, policy = [], greedy_policy(q_net)
+    policy = greedy_policy(q_net)
     try:
         for episode in range(config.test_episodes):
             total_reward, _ = greedy_episode(env, policy)
-            returns.append(total_reward)
             print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
             dashboard.log({"test/reward": total_reward}, episode)
     finally:
         env.close()
     if record and config.test_episodes:
         log_gif(config, dashboard)  # SwanLab shows GIFs, not mp4
-    return returns
 
 
 def train_and_test(config: Config, started: float) -> "Outcome":
@@ -411,39 +396,32 @@ def train_and_test(config: Config, started: float) -> "Outcome":
 
 
 # =============================================================================================
-# PLUMBING. The DQN is all above; below is what makes it a dependable program: the command
-# line, model files, metrics.csv, SwanLab, the GIF, Ctrl-C, exit codes and two speed
-# workarounds. Nothing below changes what the agent learns.
+# PLUMBING. The DQN is all above. Below is what makes it a dependable program: the command line,
+# files, SwanLab, the console, the GIF, Ctrl-C, exit codes and two speed workarounds.
 # =============================================================================================
 
 
-# ---- The command line: one flag per Config field, bad values refused in one line ------------
+# ---- The command line: one flag per Config field; a bad value is refused in one line ---------
 class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str):
-        # One line that names the flag, instead of the whole usage block above it.
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def within(value: float, valid: str) -> bool:
-    """Whether `value` is one that `valid` accepts: '>= 1', '> 0', '[0, 1]' or '(0, 1]'."""
-    if valid.startswith(">="):
-        return value >= float(valid[2:])
-    if valid.startswith(">"):
-        return value > float(valid[1:])
-    low, high = (float(end) for end in valid[1:-1].split(","))
-    above = value > low if valid[0] == "(" else value >= low
-    return above and (value < high if valid[-1] == ")" else value <= high)
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")  # not the usage block
 
 
 def checked(kind: type, valid: str | None):
-    """An argparse type that converts a flag's text and rejects values `valid` does not allow."""
+    """An argparse type: converts a flag's text, refuses what `valid` ('> 0', '(0, 1]') does not
+    allow."""
 
     def convert(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        if valid is not None and not within(value, valid):
+        if valid is None:
+            return value
+        # '>= 1' is '[1, inf]' and '> 0' is '(0, inf]': a bracket includes its end.
+        span = valid.replace(">=", "[").replace(">", "(") + ", inf]" if valid[0] == ">" else valid
+        low, high = (float(end) for end in span[1:-1].split(","))
+        if not ((value > low if span[0] == "(" else value >= low) and value <= high):  # NaN too
             allowed = valid if valid[0] == ">" else f"in {valid}"
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
         return value
@@ -452,30 +430,23 @@ def checked(kind: type, valid: str | None):
     return convert
 
 
-def build_parser() -> argparse.ArgumentParser:
+def parse_args(argv: list[str] | None = None) -> Config:
+    """Read the command line; reject bad values before any work starts (exit code 2)."""
     parser = OneLineErrorParser(
         description="Train a DQN agent on CartPole-v1 and watch it on SwanLab.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        options = {k: v for k, v in f.metadata.items() if k != "valid"}
+        flag, options = "--" + f.name.replace("_", "-"), dict(f.metadata)
+        kind = checked(f.type, options.pop("valid"))
         if f.type is bool:
             parser.add_argument(flag, action="store_true", **options)
         else:
-            kind = checked(f.type, f.metadata["valid"])
             parser.add_argument(flag, type=kind, default=f.default, **options)
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> Config:
-    """Read the command line; reject bad values before any work starts (exit code 2)."""
-    parser = build_parser()
     config = Config(**vars(parser.parse_args(argv)))
     if config.batch_size > config.buffer_size:
-        parser.error(
-            f"--batch-size ({config.batch_size}) must be <= --buffer-size ({config.buffer_size})"
-        )
+        batch, buffer = config.batch_size, config.buffer_size
+        parser.error(f"--batch-size ({batch}) must be <= --buffer-size ({buffer})")
     if config.epsilon_end > config.epsilon_start:
         start, end = config.epsilon_start, config.epsilon_end
         parser.error(f"--epsilon-end ({end}) must be <= --epsilon-start ({start})")
@@ -484,55 +455,23 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return config
 
 
-# ---- Model files: loaded weights-only, and every way a file can be wrong said in words -------
+# ---- Files: each is written under a temporary name and then renamed, so that a run stopped at
+# any moment leaves the previous file whole.
 class InputError(Exception):
     """Something the user gave (a file, a folder) cannot be used; the message says why."""
 
 
-def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
-    """Rebuild a QNetwork from a saved state_dict, or raise InputError saying what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty")
+def ensure_writable_dir(path: Path, flag: str) -> None:
+    """Create `path` or fail now, before minutes of training are spent on a lost result."""
     try:
-        # SAFETY: weights_only refuses anything but tensors. A plain pickle can run any code
-        # when loaded, and a "pretrained model" from a stranger is exactly such a file.
-        with warnings.catch_warnings():  # its warnings would bury the one line that matters
-            warnings.simplefilter("ignore")
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        if "GLOBAL" in str(error):  # how PyTorch names the function the file wanted to call
-            raise InputError(
-                f"{path}: refused: the file asks to run code, not just load weights"
-            ) from None
-        raise InputError(f"{path}: not a PyTorch model file, or a damaged copy of one") from None
-    q_net = QNetwork(state_dim, action_dim)
-    problem = state_dict_mismatch(state_dict, q_net)
-    if problem:
-        raise InputError(f"{path}: not a CartPole QNetwork: {problem}")
-    q_net.load_state_dict(state_dict)
-    return q_net.eval()
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        reason = "it is a file" if path.is_file() else (error.strerror or str(error))
+        raise InputError(f"{flag} {path}: cannot write there ({reason})") from None
 
 
-def state_dict_mismatch(state_dict, q_net: QNetwork) -> str | None:
-    """The first way `state_dict` fails to fit `q_net`, in words; None if it fits."""
-    if not isinstance(state_dict, dict):
-        return f"it holds a {type(state_dict).__name__}, not a state_dict"
-    expected = q_net.state_dict()
-    for key, tensor in expected.items():
-        found = state_dict.get(key)
-        if not isinstance(found, torch.Tensor):
-            return f"{key} is missing"
-        if found.shape != tensor.shape:
-            return f"{key} has shape {tuple(found.shape)}, expected {tuple(tensor.shape)}"
-    extra = sorted(set(state_dict) - set(expected))
-    return f"unexpected entries {extra}" if extra else None
-
-
-# ---- Files: written to a temporary name and then renamed, so that a run stopped at any moment
-# leaves the previous file whole.
 def save_atomically(path: Path, write, mode: str = "wb") -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, mode) as f:
@@ -540,20 +479,6 @@ def save_atomically(path: Path, write, mode: str = "wb") -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def describe_best_model(path: Path, config: Config, stats: EpisodeStats, started: float) -> None:
-    """best_model.json: when the saved model was evaluated, how well, and every setting."""
-    info = {
-        "episode": stats.episode,
-        "eval_avg_reward": stats.eval_avg_reward,
-        "env_steps": stats.env_steps,
-        "seed": config.seed,
-        "run_started_at": started,
-        "config": asdict(config),
-        "versions": library_versions(),
-    }
-    save_atomically(path, lambda f: json.dump(info, f, indent=2), "w")
 
 
 METRIC_COLUMNS = [f.name for f in fields(EpisodeStats)]
@@ -568,25 +493,53 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     save_atomically(path, write, mode="w")
 
 
-def ensure_writable_dir(path: Path, flag: str) -> None:
-    """Create `path` or fail now, before minutes of training are spent on a lost result."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        reason = "it is a file" if path.is_file() else (error.strerror or str(error))
-        raise InputError(f"{flag} {path}: cannot write there ({reason})") from None
+def describe_best_model(path: Path, config: Config, stats: EpisodeStats, started: float) -> None:
+    """best_model.json: when the saved model was evaluated, how well, and every setting."""
+    info = {"episode": stats.episode, "eval_avg_reward": stats.eval_avg_reward}
+    info |= {"env_steps": stats.env_steps, "seed": config.seed, "run_started_at": started}
+    info |= {"config": asdict(config), "versions": library_versions()}
+    save_atomically(path, lambda f: json.dump(info, f, indent=2), "w")
 
 
 def library_versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "gymnasium": gym.__version__,
-        "numpy": np.__version__,
-        "swanlab": swanlab.__version__,
-    }
+    modules = {"torch": torch, "gymnasium": gym, "numpy": np, "swanlab": swanlab}
+    return {"python": platform.python_version()} | {k: m.__version__ for k, m in modules.items()}
+
+
+def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
+    """Rebuild a QNetwork from a saved state_dict, or raise InputError saying what is wrong."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InputError(f"{path}: {'the file is empty' if path.is_file() else 'no such file'}")
+    try:
+        # SAFETY: weights_only refuses anything but tensors. A plain pickle can run any code
+        # when loaded, and a "pretrained model" from a stranger is exactly such a file.
+        with warnings.catch_warnings():  # its warnings would bury the one line that matters
+            warnings.simplefilter("ignore")
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        problem = "not a PyTorch model file, or a damaged copy of one"
+        if "GLOBAL" in str(error):  # how PyTorch names the function the file wanted to call
+            problem = "refused: the file asks to run code, not just load weights"
+        raise InputError(f"{path}: {problem}") from None
+    q_net = QNetwork(state_dim, action_dim)
+    if problem := state_dict_mismatch(state_dict, q_net.state_dict()):
+        raise InputError(f"{path}: not a CartPole QNetwork: {problem}")
+    q_net.load_state_dict(state_dict)
+    return q_net.eval()
+
+
+def state_dict_mismatch(found: dict, expected: dict) -> str | None:
+    """The first way the `found` state_dict differs from the `expected` one, in words."""
+    if not isinstance(found, dict):
+        return f"it holds a {type(found).__name__}, not a state_dict"
+    for key, tensor in expected.items():
+        if not isinstance(found.get(key), torch.Tensor):
+            return f"{key} is missing"
+        if found[key].shape != tensor.shape:
+            return f"{key} has shape {tuple(found[key].shape)}, expected {tuple(tensor.shape)}"
+    extra = sorted(set(found) - set(expected))
+    return f"unexpected entries {extra}" if extra else None
 
 
 # ---- SwanLab: a mode that never asks for a login, since learners may have no account ---------
@@ -611,19 +564,15 @@ def cloud_unreachable(settings: "swanlab.Settings", timeout: float = 3.0) -> str
 
 
 def start_swanlab(config: Config, experiment_name: str, extra_config: dict) -> "Dashboard":
-    # The versions in the config are the ones that matter; SwanLab's own listing of every
-    # installed package runs `pip list` first, ~0.35 s before the first episode.
+    # The library versions go in the config; SwanLab's own listing of every installed package
+    # runs `pip list` first, ~0.35 s before the first episode.
     settings = swanlab.Settings(probe={"requirements": False})
     mode = resolve_swanlab_mode(config.swanlab_mode, settings)
     if mode == "disabled":
         return Dashboard(None)
-    options = dict(
-        project=config.project,
-        experiment_name=experiment_name,
-        config={**asdict(config), **extra_config, "versions": library_versions()},
-        description="DQN on CartPole-v1 (dqn_cartpole.py)",
-        settings=settings,
-    )
+    options = dict(project=config.project, experiment_name=experiment_name, settings=settings)
+    options["config"] = {**asdict(config), **extra_config, "versions": library_versions()}
+    options["description"] = "DQN on CartPole-v1 (dqn_cartpole.py)"
     try:
         if mode == "online" and (problem := cloud_unreachable(settings)):
             raise ConnectionError(problem)  # fail now, not after SwanLab's own retries
@@ -666,23 +615,22 @@ class Dashboard:
         return f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
 
 
-# ---- Each episode's numbers go to the console, metrics.csv and the dashboard ---------------
+# ---- The console and metrics.csv ---------------------------------------------------------------
 class RunLog:
+    """Each episode's numbers, to the console, metrics.csv and the dashboard."""
+
     def __init__(self, csv_path: Path, dashboard: Dashboard, started: float):
         self.csv_path, self.dashboard, self.started = csv_path, dashboard, started
         self.rows: list[dict] = []
 
     def record(self, stats: EpisodeStats) -> None:
-        row = asdict(stats)
-        self.rows.append(row)
+        self.rows.append(row := asdict(stats))
         evaluated = stats.eval_avg_reward is not None
         if evaluated:
             write_metrics(self.csv_path, self.rows)  # kept safe at every evaluation
-        charts = {
-            name: row[key]
-            for key, name in CHARTS.items()
-            if row[key] is not None and (evaluated or not name.startswith("eval/"))
-        }
+        charts = {name: row[key] for key, name in CHARTS.items() if row[key] is not None}
+        if not evaluated:  # the best so far is charted at evaluations only
+            charts = {name: value for name, value in charts.items() if name.startswith("train/")}
         self.dashboard.log(charts, stats.episode)
         print(progress_line(stats), flush=True)
 
@@ -692,10 +640,8 @@ class RunLog:
 
 
 def progress_line(stats: EpisodeStats) -> str:
-    line = (
-        f"episode {stats.episode:4d} | steps {stats.env_steps:7d} "
-        f"| reward {stats.train_reward:5.0f} | ε {stats.epsilon:.3f}"
-    )
+    line = f"episode {stats.episode:4d} | steps {stats.env_steps:7d} "
+    line += f"| reward {stats.train_reward:5.0f} | ε {stats.epsilon:.3f}"
     if stats.loss is not None:
         line += f" | loss {stats.loss:7.4f}"
     if stats.eval_avg_reward is not None:
@@ -841,8 +787,7 @@ def report(config: Config, outcome: Outcome, started: float) -> int:
     """Print the closing lines; return the exit code: 0 done, 3 no video, 130 Ctrl-C."""
     outcome.dashboard.finish("aborted" if outcome.interrupted else "success")
     model_path = Path(config.output_dir) / "best_model.pth"
-    if outcome.best is not None:
-        best = outcome.best
+    if (best := outcome.best) is not None:
         print(f"\nBest evaluation: {best.avg_reward:.1f} (episode {best.episode})")
         if best.episode is not None:
             print(f"Model:   {model_path}")
@@ -868,10 +813,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     config = parse_args(argv)
     set_seed(config.seed)
-    # The network is tiny: a second thread costs more in coordination than it saves.
-    torch.set_num_threads(1)
-    # pygame draws the video frames off-screen; without this, SDL looks for a display.
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws frames with no display
     try:
         if not config.play:
             ensure_writable_dir(Path(config.output_dir), "--output-dir")
