@@ -402,11 +402,6 @@ def train_and_test(config: Config, started: float) -> "Outcome":
 
 
 # ---- The command line: one flag per Config field; a bad value is refused in one line ---------
-class OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")  # not the usage block
-
-
 def checked(kind: type, valid: str | None):
     """An argparse type: converts a flag's text, refuses what `valid` ('> 0', '(0, 1]') does not
     allow."""
@@ -432,10 +427,12 @@ def checked(kind: type, valid: str | None):
 
 def parse_args(argv: list[str] | None = None) -> Config:
     """Read the command line; reject bad values before any work starts (exit code 2)."""
-    parser = OneLineErrorParser(
+    parser = argparse.ArgumentParser(
         description="Train a DQN agent on CartPole-v1 and watch it on SwanLab.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    # A bad flag gets one line that names it, not argparse's usage block above that line.
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
     for f in fields(Config):
         flag, options = "--" + f.name.replace("_", "-"), dict(f.metadata)
         kind = checked(f.type, options.pop("valid"))
