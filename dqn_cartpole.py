@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from gymnasium.wrappers import RecordVideo
 from torch.optim.adam import adam as adam_update
+from tqdm import tqdm
 
 ENV_ID = "CartPole-v1"
 
@@ -66,6 +67,12 @@ class Config:
         "once a training episode that scores it (500, CartPole-v1's maximum; 0: neither)",
         ">= 0",
     )
+    tutorial_settings: bool = setting(
+        False,
+        "use the tutorial's values instead: lr 0.001, batch 64, ε decay 0.995, no learning pause "
+        "(solved reward 0); the experiment is named <experiment-name>-tutorial-settings. "
+        "A flag given beside it wins",
+    )
     # The training loop
     episodes: int = setting(600, "number of training episodes", ">= 1")
     eval_every: int = setting(10, "evaluate the greedy policy every N episodes", ">= 1")
@@ -87,6 +94,10 @@ class Config:
     )
     project: str = setting("RL-All-In-One", "SwanLab project")
     experiment_name: str = setting("DQN-CartPole-v1", "SwanLab experiment name")
+
+
+# The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
+TUTORIAL_SETTINGS = {"lr": 1e-3, "batch_size": 64, "epsilon_decay": 0.995, "solved_reward": 0.0}
 
 
 def set_seed(seed: int) -> None:
@@ -190,8 +201,9 @@ class DQNAgent:
         # CORRECTNESS: bootstrap after a truncation too; only a fallen pole has no future.
         return rewards + self.config.gamma * (1.0 - terminated) * next_q
 
-    def train(self) -> float | None:
-        """One gradient step on a random batch; returns the loss (None while paused or too few)."""
+    def train(self) -> tuple[float, float] | None:
+        """One gradient step on a random batch; returns its loss and the mean Q-value of the
+        actions taken in it (None while learning is paused or the buffer holds too few)."""
         if not self.learning or len(self.replay_buffer) < self.config.batch_size:
             return None
         states, actions, rewards, next_states, terminated = (
@@ -207,7 +219,7 @@ class DQNAgent:
         self.train_steps += 1
         if self.train_steps % self.config.target_update_freq == 0:
             self.target_net.load_state_dict(self.q_net.state_dict())
-        return loss.item()
+        return loss.item(), q_taken.mean().item()
 
     def evaluate(self, env: gym.Env, episodes: int) -> float:
         """Mean return of `episodes` greedy episodes (no exploration, no learning)."""
@@ -232,23 +244,23 @@ def decay_epsilon(epsilon: float, config: Config) -> float:
 
 def train_episode(
     env: gym.Env, agent: DQNAgent, stop: "StopRequest | None" = None
-) -> tuple[float, int, list[float]]:
-    """One ε-greedy episode, learning at every step; returns its reward, length and losses."""
+) -> tuple[float, int, list[tuple[float, float]]]:
+    """One ε-greedy episode, learning at every step; returns its reward, its length and what
+    each gradient step returned (loss, mean Q-value)."""
     state, _ = env.reset()
-    total_reward, steps, losses = 0.0, 0, []
+    total_reward, steps, updates = 0.0, 0, []
     while True:
         action = agent.choose_action(state)
         next_state, reward, terminated, truncated, _ = env.step(action)
         agent.store_experience(state, action, reward, next_state, terminated)
-        loss = agent.train()
-        if loss is not None:
-            losses.append(loss)
+        if (update := agent.train()) is not None:
+            updates.append(update)
         total_reward += float(reward)
         steps += 1
         state = next_state
         # An episode ends when the pole falls (terminated) or the time limit hits (truncated).
         if terminated or truncated or (stop and stop.requested):
-            return total_reward, steps, losses
+            return total_reward, steps, updates
 
 
 def greedy_episode(env: gym.Env, policy: Callable[[np.ndarray], int]) -> tuple[float, int]:
@@ -276,6 +288,9 @@ class EpisodeStats:
     episode_length: int
     epsilon: float
     loss: float | None = None  # None: no gradient step in this episode
+    # Q(s, a) of the actions taken in the training batches: it grows toward the discounted
+    # return of a pole that never falls, 1 / (1 - γ) = 100, and the TD errors grow with it.
+    q_value: float | None = None
     eval_avg_reward: float | None = None  # None: not evaluated after this episode
     best_avg_reward: float | None = None
 
@@ -286,6 +301,7 @@ CHARTS = {
     "episode_length": "train/episode_length",
     "epsilon": "train/epsilon",
     "loss": "train/loss",
+    "q_value": "train/q_value",
     "eval_avg_reward": "eval/avg_reward",
     "best_avg_reward": "eval/best_avg_reward",
 }
@@ -313,14 +329,16 @@ def train_agent(
     output_dir = Path(config.output_dir)
     best, env_steps = Best(), 0
     for episode in range(1, config.episodes + 1):
-        reward, length, losses = train_episode(env, agent, stop)
+        reward, length, updates = train_episode(env, agent, stop)
         if stop.requested:
             break  # a cut-short episode is not a result; what came before it is kept
         env_steps += length
         stats = EpisodeStats(
             episode, env_steps, round(time.time() - log.started, 3), reward, length, agent.epsilon
         )
-        stats.loss = float(np.mean(losses)) if losses else None
+        if updates:
+            losses, q_values = zip(*updates, strict=True)
+            stats.loss, stats.q_value = float(np.mean(losses)), float(np.mean(q_values))
         agent.epsilon = decay_epsilon(agent.epsilon, config)
 
         # While learning, a training episode that reaches the solved reward is checked at once:
@@ -335,7 +353,7 @@ def train_agent(
             agent.pause_learning_while_solved(stats.eval_avg_reward)
         if best.episode is not None:
             stats.best_avg_reward = best.avg_reward
-        log.record(stats)  # to the console, metrics.csv and the dashboard
+        log.record(stats, agent.q_net)  # to the console, metrics.csv and the dashboard
     return best
 
 
@@ -378,10 +396,12 @@ def train_and_test(config: Config, started: float) -> "Outcome":
     # A separate environment for evaluation, so that evaluating does not disturb training.
     eval_env = make_env(config.seed + 1)
     state_dim, action_dim = env.observation_space.shape[0], env.action_space.n
-    agent = DQNAgent(state_dim, action_dim, config)
     shapes = {"state_dim": state_dim, "action_dim": action_dim}
+    # SwanLab draws each run's colour at random: seeding first would give every run the same.
     dashboard = start_swanlab(config, config.experiment_name, shapes)
-    log = RunLog(Path(config.output_dir) / "metrics.csv", dashboard, started)
+    set_seed(config.seed)
+    agent = DQNAgent(state_dim, action_dim, config)
+    log = RunLog(config, dashboard, started)
 
     with StopRequest() as stop:
         best = train_agent(agent, env, eval_env, log, stop)
@@ -441,6 +461,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         else:
             parser.add_argument(flag, type=kind, default=f.default, **options)
     config = Config(**vars(parser.parse_args(argv)))
+    if config.tutorial_settings:  # its values become the defaults, so that a flag still wins
+        parser.set_defaults(**TUTORIAL_SETTINGS)
+        config = Config(**vars(parser.parse_args(argv)))
+        config.experiment_name += "-tutorial-settings"
     if config.batch_size > config.buffer_size:
         batch, buffer = config.batch_size, config.buffer_size
         parser.error(f"--batch-size ({batch}) must be <= --buffer-size ({buffer})")
@@ -616,22 +640,38 @@ class Dashboard:
 class RunLog:
     """Each episode's numbers, to the console, metrics.csv and the dashboard."""
 
-    def __init__(self, csv_path: Path, dashboard: Dashboard, started: float):
-        self.csv_path, self.dashboard, self.started = csv_path, dashboard, started
-        self.rows: list[dict] = []
+    def __init__(self, config: Config, dashboard: Dashboard, started: float):
+        self.csv_path, self.dashboard = Path(config.output_dir) / "metrics.csv", dashboard
+        self.started, self.rows, self.last_eval = started, [], None
+        # On a terminal, a live bar with a line kept above it at each evaluation. In a log file,
+        # CI or a notebook's captured output, the evaluation lines alone, without any "\r".
+        look = "episode {n_fmt}/{total_fmt} {bar:20} {desc}"
+        self.bar = tqdm(total=config.episodes, bar_format=look, disable=not sys.stdout.isatty())
+        self.bar_started = time.time()
 
-    def record(self, stats: EpisodeStats) -> None:
+    def record(self, stats: EpisodeStats, q_net: QNetwork) -> None:
         self.rows.append(row := asdict(stats))
-        evaluated = stats.eval_avg_reward is not None
-        if evaluated:
-            write_metrics(self.csv_path, self.rows)  # kept safe at every evaluation
         charts = {name: row[key] for key, name in CHARTS.items() if row[key] is not None}
-        if not evaluated:  # the best so far is charted at evaluations only
+        if stats.eval_avg_reward is None:  # the best so far is charted at evaluations only
             charts = {name: value for name, value in charts.items() if name.startswith("train/")}
+        else:
+            write_metrics(self.csv_path, self.rows)  # kept safe at every evaluation
+            self.last_eval = stats.eval_avg_reward
+            if self.dashboard.run is not None:  # what the greedy agent does, state by state
+                image = swanlab.Image(policy_image(q_net), caption=f"episode {stats.episode}")
+                charts["eval/policy"] = image
+            tqdm.write(progress_line(stats), file=sys.stdout)
+            sys.stdout.flush()
         self.dashboard.log(charts, stats.episode)
-        print(progress_line(stats), flush=True)
+        line = f"steps {stats.env_steps} | reward {stats.train_reward:.0f} | ε {stats.epsilon:.3f}"
+        if self.last_eval is not None:
+            line += f" | eval {self.last_eval:.1f} | best {stats.best_avg_reward:.1f}"
+        rate = stats.env_steps / (time.time() - self.bar_started)
+        self.bar.set_description_str(f"{line} | {rate:.0f} steps/s", refresh=False)
+        self.bar.update()
 
     def close(self) -> None:
+        self.bar.close()
         if self.rows:
             write_metrics(self.csv_path, self.rows)
 
@@ -640,14 +680,55 @@ def progress_line(stats: EpisodeStats) -> str:
     line = f"episode {stats.episode:4d} | steps {stats.env_steps:7d} "
     line += f"| reward {stats.train_reward:5.0f} | ε {stats.epsilon:.3f}"
     if stats.loss is not None:
-        line += f" | loss {stats.loss:7.4f}"
+        line += f" | loss {stats.loss:7.4f} | Q {stats.q_value:6.2f}"
     if stats.eval_avg_reward is not None:
         line += f" | eval {stats.eval_avg_reward:5.1f} | best {stats.best_avg_reward:5.1f}"
     return line
 
 
+LEFT, RIGHT = (0, 114, 178), (230, 159, 0)  # blue and orange: told apart in colour blindness too
+
+
+def policy_image(q_net: QNetwork, angle: float = 0.21, spin: float = 2.0, cells: int = 64):
+    """The greedy action over pole angle × angular velocity, the cart at rest at the centre,
+    as a small PIL image: at ±0.21 rad the episode ends."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    grid = (np.arange(cells) + 0.5) / cells * 2 - 1  # cell centres, from -1 to 1
+    angles, spins = np.meshgrid(grid * angle, -grid * spin)  # the top row spins fastest right
+    states = np.zeros((cells * cells, 4), np.float32)
+    states[:, 2], states[:, 3] = angles.ravel(), spins.ravel()
+    with torch.no_grad():  # one batched forward pass for the whole grid
+        q = q_net(torch.from_numpy(states).to(q_net.fc[0].weight.device)).cpu().numpy()
+    pushes_right = (q.argmax(axis=1) == 1).reshape(cells, cells, 1)
+    font, f, ink, size = ImageFont.load_default(size=16), 16, (30, 30, 30), 3 * cells
+    x0, y0, mid = 2 * f + 12, f + 10, size // 2  # the map's corner leaves room for the labels
+    image = Image.new("RGB", (x0 + size + 2 * f + 90, y0 + size + 2 * f + 12), "white")
+    colours = Image.fromarray(np.where(pushes_right, RIGHT, LEFT).astype(np.uint8))
+    image.paste(colours.resize((size, size), Image.Resampling.NEAREST), (x0, y0))
+    draw = ImageDraw.Draw(image)
+    draw.line([(x0 + mid, y0), (x0 + mid, y0 + size - 1)], "white")  # the pole upright
+    draw.line([(x0, y0 + mid), (x0 + size - 1, y0 + mid)], "white")  # the pole still
+    draw.text((image.width // 2, 4), "greedy action, cart at rest", ink, font, anchor="mt")
+    for at, side, value in ((0, "l", -angle), (mid, "m", 0), (size, "r", angle)):
+        draw.text((x0 + at, y0 + size + 3), f"{value:g}", ink, font, anchor=side + "t")
+    for at, side, value in ((0, "a", spin), (mid, "m", 0), (size, "d", -spin)):
+        draw.text((x0 - 4, y0 + at), f"{value:g}", ink, font, anchor="r" + side)
+    draw.text((x0 + mid, y0 + size + f + 7), "pole angle (rad)", ink, font, anchor="mt")
+    label = Image.new("RGB", (size + 2 * f, f + 4), "white")  # Pillow writes level: turn it
+    ImageDraw.Draw(label).text(
+        (mid + f, f // 2 + 2), "angular velocity (rad/s)", ink, font, anchor="mm"
+    )
+    image.paste(label.rotate(90, expand=True), (2, y0 - f))
+    for row, (name, colour) in enumerate((("push left", LEFT), ("push right", RIGHT))):
+        x, y = x0 + size + 10, y0 + mid + (row - 1) * (f + 8)
+        draw.rectangle([x, y, x + f - 2, y + f - 2], fill=colour)
+        draw.text((x + f + 4, y + f // 2 - 1), name, ink, font, anchor="lm")
+    return image
+
+
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    tqdm.write(f"warning: {message}", file=sys.stderr)  # above the progress bar, if there is one
 
 
 # ---- The videos and the GIF ------------------------------------------------------------------
@@ -809,7 +890,6 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad input, 3 finished without a video, 130 stopped by Ctrl-C."""
     started = time.time()
     config = parse_args(argv)
-    set_seed(config.seed)
     torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws frames with no display
     try:

@@ -48,15 +48,21 @@ def read_metrics(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def swanlab_metric(swanlog: Path, name: str, run: int = 0) -> list:
-    """Values logged under `name` in a local SwanLab folder (its `run`-th run, oldest first)."""
+def swanlab_entries(swanlog: Path, name: str, run: int = 0) -> list[dict]:
+    """What was logged under `name` in a local SwanLab folder (its `run`-th run, oldest first):
+    one dict per step, with the value under "data" and a media's caption under "more"."""
     db = sqlite3.connect(swanlog / "runs.swanlab")
     (folder,) = db.execute("SELECT folder FROM tag WHERE name = ?", (name,)).fetchone()
     run_dir = sorted(p for p in swanlog.iterdir() if p.is_dir())[run]
-    values = []
+    entries = []
     for log in sorted((run_dir / "logs" / folder).glob("*.log")):
-        values += [json.loads(line)["data"] for line in log.read_text().splitlines()]
-    return values
+        entries += [json.loads(line) for line in log.read_text().splitlines()]
+    return entries
+
+
+def swanlab_metric(swanlog: Path, name: str, run: int = 0) -> list:
+    """The values logged under `name`, one per step."""
+    return [entry["data"] for entry in swanlab_entries(swanlog, name, run)]
 
 
 @pytest.fixture(scope="session")

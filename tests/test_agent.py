@@ -168,13 +168,28 @@ def test_training_episode_stores_terminated_not_truncated():
     assert flags == [0.0] * (length - 1) + [1.0]
 
 
-def test_train_returns_none_until_a_batch_exists_then_a_loss():
+def test_train_returns_none_until_a_batch_exists_then_a_loss_and_a_q_value():
     agent = make_agent(batch_size=8)
     fill_buffer(agent, 7)
     assert agent.train() is None
     fill_buffer(agent, 1)
-    loss = agent.train()
-    assert isinstance(loss, float) and np.isfinite(loss)
+    loss, q_value = agent.train()
+    assert isinstance(loss, float) and np.isfinite(loss) and isinstance(q_value, float)
+
+
+def test_the_q_value_train_reports_is_q_nets_value_of_the_actions_in_the_batch():
+    agent = make_agent(batch_size=8)
+    state = np.array([0.1, -0.2, 0.03, 0.4], dtype=np.float32)
+    for _ in range(8):  # every sample is the same transition: action 1 in `state`
+        agent.store_experience(state, 1, 1.0, state, False)
+    with torch.no_grad():
+        before = agent.q_net(torch.as_tensor(state))
+    _, q_value = agent.train()
+    with torch.no_grad():
+        after = agent.q_net(torch.as_tensor(state))
+    # Q(state, 1) as the loss saw it, before the step: not Q(state, 0), not the updated value.
+    assert q_value == pytest.approx(before[1].item(), abs=1e-6)
+    assert abs(q_value - before[0].item()) > 1e-4 and abs(q_value - after[1].item()) > 1e-4
 
 
 def test_target_net_is_synced_after_exactly_target_update_freq_gradient_steps():
@@ -260,9 +275,9 @@ def test_config_defaults_are_the_command_line_defaults():
     assert (config.episodes, config.lr, config.no_video) == (7, 0.01, True)
 
 
-def train(agent: dqn.DQNAgent, output_dir) -> dqn.Best:
+def train(agent: dqn.DQNAgent) -> dqn.Best:
     """The real training loop, with no dashboard and no Ctrl-C."""
-    log = dqn.RunLog(output_dir / "metrics.csv", dqn.Dashboard(None), started=0.0)
+    log = dqn.RunLog(agent.config, dqn.Dashboard(None), started=0.0)
     best = dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), log, dqn.StopRequest())
     log.close()
     return best
@@ -275,7 +290,7 @@ def train_with_scripted_evaluations(tmp_path, monkeypatch, scores: list[float]) 
     agent = dqn.DQNAgent(4, 2, config)
     scripted = iter(scores)
     monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(scripted))
-    train(agent, tmp_path)
+    train(agent)
     with open(tmp_path / "metrics.csv") as f:
         return list(csv.DictReader(f))
 
@@ -307,12 +322,12 @@ def test_while_learning_a_full_length_training_episode_is_evaluated_at_once(tmp_
 
     def scripted_episode(env, agent, stop=None):
         reward = next(train_rewards)
-        return reward, int(reward), [1.0] if agent.learning else []
+        return reward, int(reward), [(1.0, 2.0)] if agent.learning else []
 
     monkeypatch.setattr(dqn, "train_episode", scripted_episode)
     monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(eval_scores))
     eval_scores = iter([480.0, 500.0, 500.0])
-    train(agent, tmp_path)
+    train(agent)
     with open(tmp_path / "metrics.csv") as f:
         evaluated = [int(row["episode"]) for row in csv.DictReader(f) if row["eval_avg_reward"]]
     # Episode 2 is extra; 4 and 8 are the regular ones; 5 and 6 come while learning is paused.
