@@ -14,15 +14,14 @@ files, error messages, Ctrl-C and two speed workarounds. You need none of it to 
 import argparse
 import contextlib
 import csv
+import io
 import json
-import math
 import os
 import platform
 import random
 import signal
 import socket
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -40,7 +39,10 @@ from gymnasium.wrappers import RecordVideo
 from torch.optim.adam import adam as adam_update
 from tqdm import tqdm
 
-ENV_ID = "CartPole-v1"
+try:
+    import fcntl  # the folder locks; Windows has none (README, "When something goes wrong")
+except ImportError:
+    fcntl = None
 
 
 def setting(default, help: str, valid: str | None = None, **argparse_options):
@@ -60,7 +62,7 @@ class Config:
     target_update_freq: int = setting(100, "copy q_net into target_net every N steps", ">= 1")
     epsilon_start: float = setting(1.0, "exploration rate ε at the first episode", "[0, 1]")
     epsilon_end: float = setting(0.01, "lowest ε", "[0, 1]")
-    epsilon_decay: float = setting(0.98, "ε is multiplied by this after every episode", "(0, 1]")
+    epsilon_decay: float = setting(0.98, "ε × this after each episode (tutorial: 0.995)", "(0, 1]")
     solved_reward: float = setting(
         500.0,
         "pause learning while the latest evaluation averages at least this, and evaluate at "
@@ -101,7 +103,7 @@ TUTORIAL_SETTINGS = {"lr": 1e-3, "batch_size": 64, "epsilon_decay": 0.995, "solv
 
 
 def set_seed(seed: int) -> None:
-    """Seed every source of randomness the script uses, so a run can be repeated exactly."""
+    """Seed Python, NumPy and PyTorch, as the tutorial does: the same seed, the same run."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -109,7 +111,7 @@ def set_seed(seed: int) -> None:
 
 def make_env(seed: int, **kwargs) -> gym.Env:
     # CartPole-v1 keeps its standard 500-step limit here, so returns compare with published ones.
-    env = gym.make(ENV_ID, **kwargs)
+    env = gym.make("CartPole-v1", **kwargs)
     env.reset(seed=seed)
     env.action_space.seed(seed)
     return env
@@ -133,7 +135,8 @@ class QNetwork(nn.Module):
 
 
 # ==== Experience replay: a fixed-size FIFO memory of transitions, sampled at random so that one
-# gradient step does not see a run of strongly correlated consecutive states.
+# gradient step does not see a run of strongly correlated consecutive states. The tutorial's
+# deque of tuples, as NumPy arrays: a batch is one indexing, drawn with replacement.
 class ReplayBuffer:
     def __init__(self, capacity: int, state_dim: int, rng: np.random.Generator):
         self.capacity, self.rng = capacity, rng
@@ -179,7 +182,7 @@ class DQNAgent:
         # The greedy action, q_net(state).argmax(), computed with NumPy: ~7x faster for one state.
         self.greedy = greedy_policy(self.q_net)
         self.epsilon = config.epsilon_start
-        self.train_steps = 0
+        self.step_count = 0
         self.learning = True
 
     def choose_action(self, state: np.ndarray) -> int:
@@ -195,7 +198,7 @@ class DQNAgent:
     def td_target(
         self, rewards: torch.Tensor, next_states: torch.Tensor, terminated: torch.Tensor
     ) -> torch.Tensor:
-        """r + γ·max_a' Q_target(s', a'), with no future value after a real end of episode."""
+        """r + γ·max_a' Q_target(s', a'): the reward now plus the discounted best value after."""
         with torch.no_grad():
             next_q = self.target_net(next_states).max(dim=1).values
         # CORRECTNESS: bootstrap after a truncation too; only a fallen pole has no future.
@@ -203,37 +206,40 @@ class DQNAgent:
 
     def train(self) -> tuple[float, float] | None:
         """One gradient step on a random batch; returns its loss and the mean Q-value of the
-        actions taken in it (None while learning is paused or the buffer holds too few)."""
+        actions taken in it. None while learning is paused or the buffer holds < batch_size."""
         if not self.learning or len(self.replay_buffer) < self.config.batch_size:
             return None
         states, actions, rewards, next_states, terminated = (
             torch.as_tensor(a, device=self.device)
             for a in self.replay_buffer.sample(self.config.batch_size)
         )
-        q_taken = self.q_net(states).gather(1, actions.unsqueeze(1)).squeeze(1)
-        loss = F.mse_loss(q_taken, self.td_target(rewards, next_states, terminated))
+        current_q = self.q_net(states).gather(1, actions.unsqueeze(1)).squeeze(1)
+        target_q = self.td_target(rewards, next_states, terminated)
+        loss = F.mse_loss(current_q, target_q)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
 
-        self.train_steps += 1
-        if self.train_steps % self.config.target_update_freq == 0:
+        self.step_count += 1
+        if self.step_count % self.config.target_update_freq == 0:
             self.target_net.load_state_dict(self.q_net.state_dict())
-        return loss.item(), q_taken.mean().item()
+        return loss.item(), current_q.mean().item()
 
     def evaluate(self, env: gym.Env, episodes: int) -> float:
         """Mean return of `episodes` greedy episodes (no exploration, no learning)."""
         return float(np.mean([greedy_episode(env, self.greedy)[0] for _ in range(episodes)]))
 
-    def pause_learning_while_solved(self, eval_avg_reward: float) -> None:
-        # A perfect policy stops updating until an evaluation fails: trained on a buffer of
-        # nothing but perfect episodes, DQN forgets how to recover and collapses.
+    def after_evaluation(self, eval_avg_reward: float) -> None:
+        """Pause learning while the latest evaluation is perfect, resume when one is not."""
+        # Trained on a buffer of nothing but perfect episodes, DQN forgets how to recover.
         solved = self.config.solved_reward > 0 and eval_avg_reward >= self.config.solved_reward
         self.learning = not solved
 
     def save_model(self, path: Path) -> None:
         """Save q_net's weights as a plain state_dict, replacing the old file only when whole."""
-        save_atomically(path, lambda f: torch.save(self.q_net.state_dict(), f))
+        weights = io.BytesIO()  # a full disk then fails in Python's write, with a clear reason
+        torch.save(self.q_net.state_dict(), weights)
+        save_atomically(path, lambda f: f.write(weights.getvalue()))
 
 
 def decay_epsilon(epsilon: float, config: Config) -> float:
@@ -311,14 +317,14 @@ CHARTS = {
 class Best:
     """The best evaluation so far: what best_model.pth holds."""
 
-    avg_reward: float = -math.inf
+    avg_reward: float = float("-inf")
     episode: int | None = None
-    train_steps: int = -1
+    step_count: int = -1
 
-    def beaten_by(self, avg_reward: float, train_steps: int) -> bool:
+    def beaten_by(self, avg_reward: float, step_count: int) -> bool:
         # A tie after more learning counts too: the newer network scores as well and has also
         # learned from the failures seen since. (Tuples compare their first items first.)
-        return (avg_reward, train_steps) > (self.avg_reward, self.train_steps)
+        return (avg_reward, step_count) > (self.avg_reward, self.step_count)
 
 
 def train_agent(
@@ -343,14 +349,15 @@ def train_agent(
 
         # While learning, a training episode that reaches the solved reward is checked at once:
         # it may be the policy to keep, and ten more episodes of updates can undo it.
-        promising = agent.learning and reward >= config.solved_reward > 0
-        if episode % config.eval_every == 0 or episode == config.episodes or promising:
+        promising = agent.learning and config.solved_reward > 0 and reward >= config.solved_reward
+        last = episode == config.episodes  # so that the final network is judged too
+        if episode % config.eval_every == 0 or last or promising:
             stats.eval_avg_reward = agent.evaluate(eval_env, config.eval_episodes)
-            if best.beaten_by(stats.eval_avg_reward, agent.train_steps):
-                best = Best(stats.eval_avg_reward, episode, agent.train_steps)
+            if best.beaten_by(stats.eval_avg_reward, agent.step_count):
+                best = Best(stats.eval_avg_reward, episode, agent.step_count)
                 agent.save_model(output_dir / "best_model.pth")
                 describe_best_model(output_dir / "best_model.json", config, stats, log.started)
-            agent.pause_learning_while_solved(stats.eval_avg_reward)
+            agent.after_evaluation(stats.eval_avg_reward)
         if best.episode is not None:
             stats.best_avg_reward = best.avg_reward
         log.record(stats, agent.q_net)  # to the console, metrics.csv and the dashboard
@@ -366,6 +373,7 @@ def test_playback(config: Config, q_net: QNetwork, dashboard: "Dashboard") -> No
     """The best model plays config.test_episodes greedy episodes, recorded unless --no-video."""
     record = not config.no_video
     render_mode = "rgb_array" if record else None
+    # seed + 2: episodes that neither training nor evaluation has seen.
     env = make_env(
         config.seed + 2, render_mode=render_mode, max_episode_steps=config.max_test_steps
     )
@@ -396,23 +404,20 @@ def train_and_test(config: Config, started: float) -> "Outcome":
     # A separate environment for evaluation, so that evaluating does not disturb training.
     eval_env = make_env(config.seed + 1)
     state_dim, action_dim = env.observation_space.shape[0], env.action_space.n
-    shapes = {"state_dim": state_dim, "action_dim": action_dim}
+    env_sizes = {"state_dim": state_dim, "action_dim": action_dim}
     # SwanLab draws each run's colour at random: seeding first would give every run the same.
-    dashboard = start_swanlab(config, config.experiment_name, shapes)
-    set_seed(config.seed)
-    agent = DQNAgent(state_dim, action_dim, config)
-    log = RunLog(config, dashboard, started)
-
-    with StopRequest() as stop:
-        best = train_agent(agent, env, eval_env, log, stop)
-    log.close()
-    env.close()
-    eval_env.close()
-    outcome = Outcome(dashboard, best, interrupted=stop.requested)
-    if best.episode is not None and not stop.requested:
-        model = load_model(Path(config.output_dir) / "best_model.pth", state_dim, action_dim)
-        outcome.video_error = play_and_record(config, model.to(config.device), dashboard)
-    return outcome
+    with start_swanlab(config, config.experiment_name, env_sizes) as dashboard:
+        set_seed(config.seed)
+        agent = DQNAgent(state_dim, action_dim, config)
+        log = RunLog(config, dashboard, started)
+        with StopRequest() as stop:
+            best = train_agent(agent, env, eval_env, log, stop)
+        log.close()
+        outcome = Outcome(dashboard, best, stopped_by=stop.signum)
+        if best.episode is not None and not stop.requested:
+            model = load_model(Path(config.output_dir) / "best_model.pth", state_dim, action_dim)
+            outcome.video_error = play_and_record(config, model.to(config.device), dashboard)
+        return outcome
 
 
 # =============================================================================================
@@ -423,8 +428,7 @@ def train_and_test(config: Config, started: float) -> "Outcome":
 
 # ---- The command line: one flag per Config field; a bad value is refused in one line ---------
 def checked(kind: type, valid: str | None):
-    """An argparse type: converts a flag's text, refuses what `valid` ('> 0', '(0, 1]') does not
-    allow."""
+    """An argparse type: converts a flag's text, refuses values `valid` ('> 0', '(0, 1]') bars."""
 
     def convert(text: str):
         try:
@@ -441,7 +445,6 @@ def checked(kind: type, valid: str | None):
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
         return value
 
-    convert.__name__ = kind.__name__  # argparse names the type in its messages
     return convert
 
 
@@ -482,24 +485,52 @@ class InputError(Exception):
     """Something the user gave (a file, a folder) cannot be used; the message says why."""
 
 
-def ensure_writable_dir(path: Path, flag: str) -> None:
-    """Create `path` or fail now, before minutes of training are spent on a lost result."""
+class WriteError(Exception):
+    """A result could not be written (a full disk, a folder gone); the message names the file."""
+
+
+HELD_LOCKS: dict[Path, io.TextIOWrapper] = {}  # a lock lasts while its file stays open
+
+
+def claim_folder(path: Path, flag: str) -> None:
+    """Create `path` and hold it for this run; refuse a folder that another running run holds.
+    The operating system drops the lock when its process ends, however it ends."""
+    if path.resolve() in HELD_LOCKS:
+        return
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        lock = open(path / ".lock", "a+")  # this proves that the folder can be written to
     except OSError as error:
         reason = "it is a file" if path.is_file() else (error.strerror or str(error))
         raise InputError(f"{flag} {path}: cannot write there ({reason})") from None
+    try:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        pid = lock.read().strip() or "unknown"
+        raise InputError(
+            f"{flag} {path}: in use by another run (pid {pid}); let it finish, "
+            f"or give this run another {flag}"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    HELD_LOCKS[path.resolve()] = lock
 
 
 def save_atomically(path: Path, write, mode: str = "wb") -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, mode) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:  # a full disk, most often: the previous file is still whole
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 METRIC_COLUMNS = [f.name for f in fields(EpisodeStats)]
@@ -529,7 +560,6 @@ def library_versions() -> dict[str, str]:
 
 def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
     """Rebuild a QNetwork from a saved state_dict, or raise InputError saying what is wrong."""
-    path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise InputError(f"{path}: {'the file is empty' if path.is_file() else 'no such file'}")
     try:
@@ -574,36 +604,35 @@ def resolve_swanlab_mode(requested: str, settings: "swanlab.Settings") -> str:
     return "online" if settings.api_key else "local"
 
 
-def cloud_unreachable(settings: "swanlab.Settings", timeout: float = 3.0) -> str | None:
-    """Why SwanLab's API host does not answer, or None if it does. SwanLab retries ~15 s."""
-    url = urlsplit(settings.api_host)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return None
-    except OSError as error:
-        return f"cannot reach {url.hostname}: {error.strerror or error}"
-
-
 def start_swanlab(config: Config, experiment_name: str, extra_config: dict) -> "Dashboard":
-    # The library versions go in the config; SwanLab's own listing of every installed package
-    # runs `pip list` first, ~0.35 s before the first episode.
-    settings = swanlab.Settings(probe={"requirements": False})
-    mode = resolve_swanlab_mode(config.swanlab_mode, settings)
-    if mode == "disabled":
-        return Dashboard(None)
-    options = dict(project=config.project, experiment_name=experiment_name, settings=settings)
-    options["config"] = {**asdict(config), **extra_config, "versions": library_versions()}
-    options["description"] = "DQN on CartPole-v1 (dqn_cartpole.py)"
+    """The SwanLab run, or none: SwanLab failing costs one warning, never the training."""
     try:
-        if mode == "online" and (problem := cloud_unreachable(settings)):
-            raise ConnectionError(problem)  # fail now, not after SwanLab's own retries
-        return Dashboard(swanlab.init(mode=mode, **options))
-    except Exception as error:
-        if mode != "online":
-            raise
-        # No network or a bad key: keep the run, and its curves, on this machine instead.
-        warn(f"SwanLab cloud unavailable ({error}); logging locally instead.")
-        return Dashboard(swanlab.init(mode="local", reinit=True, **options))
+        # The library versions go in the config; SwanLab's own listing of every installed
+        # package runs `pip list` first, ~0.35 s before the first episode.
+        settings = swanlab.Settings(probe={"requirements": False})
+        mode = resolve_swanlab_mode(config.swanlab_mode, settings)
+        if mode == "disabled":
+            return Dashboard(None)
+        options = dict(project=config.project, experiment_name=experiment_name, settings=settings)
+        options["config"] = {**asdict(config), **extra_config, "versions": library_versions()}
+        options["description"] = "DQN on CartPole-v1 (dqn_cartpole.py)"
+        if mode == "online":
+            try:  # first a 3 s check that the host answers: SwanLab itself retries for ~15 s
+                url = urlsplit(settings.api_host)
+                port = url.port or (443 if url.scheme == "https" else 80)
+                socket.create_connection((url.hostname, port), timeout=3).close()
+                return Dashboard(swanlab.init(mode=mode, **options))
+            except Exception as error:
+                # No network or a bad key: keep the run, and its curves, on this machine instead.
+                warn(f"SwanLab cloud unavailable ({error}); logging locally instead.")
+                mode = "local"
+        return Dashboard(swanlab.init(mode=mode, reinit=True, **options))
+    except Exception as error:  # e.g. a file named swanlog, or a folder that cannot be written
+        reason = (
+            error.errors()[0]["msg"] if hasattr(error, "errors") else " ".join(str(error).split())
+        )
+        warn(f"SwanLab could not start ({reason}); no dashboard, metrics.csv has every value.")
+        return Dashboard(None)
 
 
 class Dashboard:
@@ -621,10 +650,20 @@ class Dashboard:
             self.broken = True
             warn(f"SwanLab stopped logging ({error}); training goes on, metrics.csv has it all.")
 
-    def finish(self, state: str = "success") -> None:
+    def finish(self, state: str = "success", error: str | None = None) -> None:
         if self.run is not None:
             with contextlib.suppress(Exception):
-                self.run.finish(state=state)
+                self.run.finish(state=state, error=error)
+
+    def __enter__(self) -> "Dashboard":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:  # a second signal, a full disk: the run ends, marked as it ended
+            if issubclass(kind, KeyboardInterrupt):
+                self.finish("aborted")
+            else:
+                self.finish("crashed", f"{kind.__name__}: {error}")
 
     def where(self) -> str:
         if self.run is None:
@@ -770,48 +809,60 @@ def make_gif(mp4: Path, gif: Path, seconds: float = 10, fps: int = 15, width: in
     return gif
 
 
-# ---- Ctrl-C: finish the current step, keep what was learned, then stop ------------------------
+# ---- Ctrl-C, SIGTERM, SIGHUP: while training, finish the step, keep what was learned, stop ----
+def signal_name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def stop_at_once(signum: int, frame) -> None:
+    raise KeyboardInterrupt(signum)  # as Ctrl-C does, with the signal's number
+
+
+# What `timeout`, `kill`, `docker stop`, a scheduler or a closed terminal send, and Ctrl-C.
+STOP_SIGNALS = [
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+]
+
+
 class StopRequest:
-    def __init__(self):
-        self.requested = False
+    requested, signum = False, None
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        self.previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         return self
 
-    def _on_sigint(self, signum, frame) -> None:
-        self.requested = True
-        print("\nCtrl-C: stopping after this step (press it again to quit at once).", flush=True)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    def _on_signal(self, signum: int, frame) -> None:
+        self.requested, self.signum = True, signum
+        for s in STOP_SIGNALS:  # the next one stops at once
+            signal.signal(s, stop_at_once)
+        tqdm.write(f"\n{signal_name(signum)}: stopping after this step (again to quit at once).")
 
     def __exit__(self, *exc_info) -> None:
-        signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 # ---- Speed workarounds, each measured (README, "How fast") -----------------------------------
 def greedy_policy(q_net: QNetwork) -> Callable[[np.ndarray], int]:
     """q_net(state).argmax() for one state, computed with NumPy on q_net's own weights."""
-    if q_net.fc[0].weight.device.type != "cpu":  # a GPU's memory has no NumPy view
-        device = q_net.fc[0].weight.device
-        return lambda state: int(q_net(torch.as_tensor(state, device=device)).argmax())
+    if (device := q_net.fc[0].weight.device).type != "cpu":  # a GPU's memory has no NumPy view
+        return torch.no_grad()(
+            lambda state: int(q_net(torch.as_tensor(state, device=device)).argmax())
+        )
     # WHY NUMPY: acting is one state at a time, hundreds of thousands of times a run. For that,
     # PyTorch spends ~30-60 µs per call on bookkeeping around under 1 µs of arithmetic; NumPy
     # does the same products in ~6 µs, and a default run takes ~14 s less.
     # CORRECTNESS: .numpy() gives views of q_net's own memory, not copies. Adam and
     # load_state_dict update the weights in place, so the policy always acts on the latest ones.
-    layers = []  # (weight, bias) for a Linear layer, None for a ReLU
-    for layer in q_net.fc:
-        if not isinstance(layer, nn.Linear | nn.ReLU):
-            raise TypeError(f"greedy_policy knows Linear and ReLU layers, not {layer}")
-        linear = isinstance(layer, nn.Linear)
-        layers.append(
-            (layer.weight.detach().numpy(), layer.bias.detach().numpy()) if linear else None
-        )
+    if not all(isinstance(layer, nn.Linear | nn.ReLU) for layer in q_net.fc):
+        raise TypeError(f"greedy_policy knows Linear and ReLU layers, not {q_net.fc}")
+    # [weight, bias] for a Linear layer, [] for a ReLU, which has no parameters
+    layers = [[p.detach().numpy() for p in layer.parameters()] for layer in q_net.fc]
 
     def act(state: np.ndarray) -> int:
         x = state
         for weights in layers:
-            x = np.maximum(x, 0) if weights is None else weights[0] @ x + weights[1]
+            x = weights[0] @ x + weights[1] if weights else np.maximum(x, 0)
         return int(x.argmax())
 
     return act
@@ -851,19 +902,19 @@ class Outcome:
 
     dashboard: Dashboard
     best: Best | None = None  # None: --play, nothing was trained
-    interrupted: bool = False
+    stopped_by: int | None = None  # the signal that ended training early
     video_error: str | None = None
 
 
 def play_saved_model(config: Config) -> Outcome:
     q_net = load_model(Path(config.play), state_dim=4, action_dim=2).to(config.device)
-    dashboard = start_swanlab(config, f"{config.experiment_name}-play", {})
-    return Outcome(dashboard, video_error=play_and_record(config, q_net, dashboard))
+    with start_swanlab(config, f"{config.experiment_name}-play", {}) as dashboard:
+        return Outcome(dashboard, video_error=play_and_record(config, q_net, dashboard))
 
 
 def report(config: Config, outcome: Outcome, started: float) -> int:
-    """Print the closing lines; return the exit code: 0 done, 3 no video, 130 Ctrl-C."""
-    outcome.dashboard.finish("aborted" if outcome.interrupted else "success")
+    """Print the closing lines; return the exit code (see main)."""
+    outcome.dashboard.finish("aborted" if outcome.stopped_by else "success")
     model_path = Path(config.output_dir) / "best_model.pth"
     if (best := outcome.best) is not None:
         print(f"\nBest evaluation: {best.avg_reward:.1f} (episode {best.episode})")
@@ -871,12 +922,13 @@ def report(config: Config, outcome: Outcome, started: float) -> int:
             print(f"Model:   {model_path}")
         print(f"Metrics: {Path(config.output_dir) / 'metrics.csv'}")
         print(f"Total time: {time.time() - started:.1f} s")
-    if outcome.interrupted:
+    if outcome.stopped_by:
+        name = signal_name(outcome.stopped_by)
         print(
-            f"Stopped by Ctrl-C. To record the videos: python dqn_cartpole.py --play {model_path}"
+            f"Stopped by {name}. To record the videos: python dqn_cartpole.py --play {model_path}"
         )
         print(outcome.dashboard.where())
-        return 130
+        return 128 + outcome.stopped_by
     if not config.no_video and not outcome.video_error:
         print(f"Videos:  {config.video_dir}/")
     print(outcome.dashboard.where())
@@ -887,24 +939,36 @@ def report(config: Config, outcome: Outcome, started: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done, 2 bad input, 3 finished without a video, 130 stopped by Ctrl-C."""
+    """Exit codes: 0 done, 2 bad input, 3 finished without a video, 4 a result could not be
+    written (a full disk), 128 + the signal's number when stopped (130 Ctrl-C, 143 SIGTERM)."""
     started = time.time()
     config = parse_args(argv)
     torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws frames with no display
+    previous = {s: signal.signal(s, stop_at_once) for s in STOP_SIGNALS[1:]}  # as Ctrl-C does
     try:
         if not config.play:
-            ensure_writable_dir(Path(config.output_dir), "--output-dir")
+            claim_folder(Path(config.output_dir), "--output-dir")
         if not config.no_video:
-            ensure_writable_dir(Path(config.video_dir), "--video-dir")
+            claim_folder(Path(config.video_dir), "--video-dir")
         outcome = play_saved_model(config) if config.play else train_and_test(config, started)
         return report(config, outcome, started)
     except InputError as error:
         print(f"dqn_cartpole.py: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
-        print("\nStopped by Ctrl-C.", file=sys.stderr)
-        return 130
+    except WriteError as error:
+        print(f"dqn_cartpole.py: error: {error}", file=sys.stderr)
+        return 4
+    except KeyboardInterrupt as stop:  # a second signal, or one outside the training loop
+        signum = stop.args[0] if stop.args else signal.SIGINT
+        model = Path(config.output_dir) / "best_model.pth"
+        saved = not config.play and model.exists() and model.stat().st_mtime >= started
+        hint = f" To record the videos: python dqn_cartpole.py --play {model}" if saved else ""
+        print(f"\nStopped by {signal_name(signum)}.{hint}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

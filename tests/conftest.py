@@ -16,7 +16,7 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a new user: no SwanLab login, no SwanLab settings, no display."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWANLAB_")}
     env.pop("DISPLAY", None)
-    env.update(HOME=str(home), PYTHONUNBUFFERED="1", **extra)
+    env.update({"HOME": str(home), "PYTHONUNBUFFERED": "1", **extra})
     return env
 
 

@@ -50,7 +50,7 @@ def test_play_replays_a_saved_model_without_training(small_run, tmp_path):
     assert "test episode 1 | reward" in result.stdout
     assert "episode    1 |" not in result.stdout  # no training
     assert not (tmp_path / "output").exists()
-    videos = sorted(p.name for p in (tmp_path / "dqn_videos").iterdir())
+    videos = sorted(p.name for p in (tmp_path / "dqn_videos").glob("rl-video-*"))
     assert videos == ["rl-video-episode-0.gif", "rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
     # A SwanLab run of its own, with the replayed rewards.
     assert len(swanlab_metric(tmp_path / "swanlog", "test/reward")) == 2

@@ -3,6 +3,7 @@ Ctrl-C and a killed process. Each gives one clear line, and nothing the user had
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 
@@ -142,39 +143,80 @@ def test_swanlab_failing_mid_run_costs_one_warning_and_no_metrics(
     assert sum(1 for r in rows if r["eval_avg_reward"]) == 6
 
 
-def test_ctrl_c_keeps_the_best_model_and_metrics_and_exits_130(tmp_path):
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "dqn_cartpole.py"),
-            "--episodes",
-            "100000",
-            "--eval-every",
-            "2",
-        ],
-        cwd=tmp_path,
-        env=clean_env(tmp_path),
+def start_script(cwd, *args: str) -> subprocess.Popen:
+    """The real command in the background, its stdout and stderr read as text."""
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "dqn_cartpole.py"), *args],
+        cwd=cwd,
+        env=clean_env(cwd),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def read_until(process: subprocess.Popen, start: str) -> list[str]:
+    """The lines of stdout up to and including the first that starts with `start`."""
     lines = []
-    for line in process.stdout:  # wait until some evaluations have happened
+    for line in process.stdout:
         lines.append(line)
-        if line.startswith("episode   20 "):
-            break
-    process.send_signal(signal.SIGINT)
+        if line.startswith(start):
+            return lines
+    raise AssertionError(f"no line starting with {start!r} in {lines}")
+
+
+def swanlab_run_is_closed(swanlog) -> bool:
+    """True once the local SwanLab run is no longer 'running' (status 0) in its database."""
+    db = sqlite3.connect(swanlog / "runs.swanlab")
+    return db.execute("SELECT status FROM experiment").fetchone()[0] != 0
+
+
+@pytest.mark.parametrize(
+    "signum, name",
+    [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")],
+)
+def test_a_stop_signal_keeps_the_model_and_metrics_closes_swanlab_and_exits_128_plus_n(
+    tmp_path, signum, name
+):
+    process = start_script(tmp_path, "--episodes", "100000", "--eval-every", "2")
+    lines = read_until(process, "episode   20 ")  # some evaluations have happened
+    process.send_signal(signum)
     out, err = process.communicate(timeout=60)
     out = "".join(lines) + out
-    assert process.returncode == 130, err
+    assert process.returncode == 128 + signum, err
     assert "Traceback" not in err
-    assert "Stopped by Ctrl-C" in out and "--play output/best_model.pth" in out
+    assert f"{name}: stopping after this step" in out
+    assert f"Stopped by {name}. To record the videos: python dqn_cartpole.py --play " in out
     assert "swanlab watch" in out
     assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)
     rows = read_metrics(tmp_path / "output" / "metrics.csv")
     assert len(rows) >= 20 and all(r["train_reward"] for r in rows)
-    assert not (tmp_path / "dqn_videos").exists() or not any((tmp_path / "dqn_videos").iterdir())
+    assert not list((tmp_path / "dqn_videos").glob("rl-video-*"))  # no video was recorded
+    assert swanlab_run_is_closed(tmp_path / "swanlog")
+
+
+def test_a_second_signal_stops_at_once():
+    with dqn.StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signum == signal.SIGTERM  # the first one asks
+        with pytest.raises(KeyboardInterrupt) as second:
+            os.kill(os.getpid(), signal.SIGHUP)
+    assert second.value.args == (signal.SIGHUP,)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+
+
+def test_a_signal_during_the_test_videos_stops_at_once_and_closes_swanlab(tmp_path):
+    process = start_script(tmp_path, "--episodes", "20")
+    read_until(process, "test episode 0 ")
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert "test episode 2 " not in out  # it did not wait for the other episodes
+    hint = "To record the videos: python dqn_cartpole.py --play output/best_model.pth"
+    assert err.strip().splitlines() == [f"Stopped by SIGTERM. {hint}"]
+    assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)
+    assert swanlab_run_is_closed(tmp_path / "swanlog")
 
 
 DIE_WHILE_SAVING = """
@@ -226,3 +268,114 @@ def test_a_run_killed_while_saving_often_leaves_loadable_files(tmp_path):
     assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)
     rows = read_metrics(tmp_path / "output" / "metrics.csv")
     assert len(rows) >= 39 and all(r["best_avg_reward"] for r in rows)
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_file_and_removes_the_temporary(tmp_path):
+    target = good_model(tmp_path / "best_model.pth")
+    before = target.read_bytes()
+    tmp = tmp_path / ".best_model.pth.tmp"
+    tmp.symlink_to("/dev/full")  # every write to /dev/full fails with ENOSPC, as a full disk
+    with pytest.raises(dqn.WriteError) as error:
+        dqn.DQNAgent(4, 2, dqn.Config()).save_model(target)
+    assert str(error.value) == f"cannot write {target}: No space left on device"
+    assert target.read_bytes() == before
+    assert not tmp.exists() and not tmp.is_symlink()
+
+
+@pytest.mark.parametrize("name", ["best_model.pth", "best_model.json", "metrics.csv"])
+def test_a_full_disk_during_training_gives_one_line_exit_4_and_loses_nothing(tmp_path, name):
+    output = tmp_path / "output"
+    output.mkdir()
+    previous = good_model(output / "best_model.pth").read_bytes()  # the user's earlier model
+    (output / f".{name}.tmp").symlink_to("/dev/full")
+    result = run_script(tmp_path, "--episodes", "3", "--eval-every", "1", "--no-video")
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"dqn_cartpole.py: error: cannot write output/{name}: No space left on device"
+    ]
+    assert not (output / f".{name}.tmp").is_symlink()
+    if name == "best_model.pth":
+        assert (output / name).read_bytes() == previous
+    else:  # the model was saved whole before the failing file
+        assert dqn.load_model(output / "best_model.pth", 4, 2)
+    assert swanlab_run_is_closed(tmp_path / "swanlog")
+
+
+HOLD_FOLDER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+import dqn_cartpole as dqn
+dqn.claim_folder(Path({folder!r}), "--output-dir")
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+def hold(cwd, folder: str) -> subprocess.Popen:
+    """Another process that holds `folder` as a running training run would."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOLDER.format(repo=str(REPO), folder=folder)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline() == "holding\n"
+    return process
+
+
+@pytest.mark.parametrize("flag, folder", [("--output-dir", "output"), ("--video-dir", "videos")])
+def test_a_folder_in_use_by_another_run_is_refused_before_any_work(tmp_path, flag, folder):
+    other = hold(tmp_path, folder)
+    try:
+        args = ["--episodes", "2", "--swanlab-mode", "disabled", "--video-dir", "videos"]
+        result = run_script(tmp_path, *args)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"dqn_cartpole.py: error: {flag} {folder}: in use by another run (pid {other.pid}); "
+            f"let it finish, or give this run another {flag}"
+        ]
+        assert not (tmp_path / "output" / "metrics.csv").exists()
+        assert other.poll() is None  # the first run goes on undisturbed
+    finally:
+        other.kill()
+        other.wait()
+    # A killed run leaves no lock behind: the next run may use the folder.
+    assert run_script(tmp_path, *args, "--no-video").returncode == 0
+
+
+def test_play_refuses_a_video_folder_in_use(tmp_path):
+    model = good_model(tmp_path / "model.pth")
+    other = hold(tmp_path, "dqn_videos")
+    try:
+        result = run_script(tmp_path, "--play", str(model), "--swanlab-mode", "disabled")
+    finally:
+        other.kill()
+        other.wait()
+    assert result.returncode == 2
+    assert f"--video-dir dqn_videos: in use by another run (pid {other.pid})" in result.stderr
+
+
+def test_one_folder_for_both_the_model_and_the_videos_is_not_a_conflict(tmp_path):
+    args = ["--episodes", "1", "--test-episodes", "1", "--max-test-steps", "10"]
+    result = run_script(tmp_path, *args, "--output-dir", "out", "--video-dir", "out")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "rl-video-episode-0.mp4").exists()
+
+
+def test_a_swanlog_that_cannot_be_written_costs_the_dashboard_not_the_training(tmp_path):
+    (tmp_path / "swanlog").write_text("a file where SwanLab wants its folder")
+    result = run_script(tmp_path, "--episodes", "3", "--eval-every", "1", "--no-video")
+    assert result.returncode == 0, result.stderr
+    (warning,) = result.stderr.strip().splitlines()
+    assert warning.startswith("warning: SwanLab could not start (") and "swanlog" in warning
+    assert warning.endswith("no dashboard, metrics.csv has every value.")
+    assert len(read_metrics(tmp_path / "output" / "metrics.csv")) == 3
+
+
+def test_a_home_folder_that_cannot_be_written_costs_nothing(tmp_path):
+    home = tmp_path / "home"
+    home.write_text("not a folder: nothing can be written under it")
+    result = run_script(tmp_path, "--episodes", "2", "--no-video", HOME=str(home))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and "swanlab watch" in result.stdout
