@@ -59,7 +59,7 @@ class Config:
     batch_size: int = setting(128, "transitions per gradient step (tutorial: 64)", ">= 1")
     gamma: float = setting(0.99, "discount factor", "[0, 1]")
     buffer_size: int = setting(10_000, "replay buffer capacity; the oldest go first", ">= 1")
-    target_update_freq: int = setting(100, "copy q_net into target_net every N steps", ">= 1")
+    target_update_freq: int = setting(100, "copy q_net to target_net every N updates", ">= 1")
     epsilon_start: float = setting(1.0, "exploration rate ε at the first episode", "[0, 1]")
     epsilon_end: float = setting(0.01, "lowest ε", "[0, 1]")
     epsilon_decay: float = setting(0.98, "ε × this after each episode (tutorial: 0.995)", "(0, 1]")
