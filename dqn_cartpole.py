@@ -21,7 +21,9 @@ import platform
 import random
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -36,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from gymnasium.wrappers import RecordVideo
+from PIL import Image
 from torch.optim.adam import adam as adam_update
 from tqdm import tqdm
 
@@ -377,25 +380,17 @@ def test_playback(config: Config, q_net: QNetwork, dashboard: "Dashboard") -> No
     env = make_env(
         config.seed + 2, render_mode=render_mode, max_episode_steps=config.max_test_steps
     )
-    if record:
-        if any(Path(config.video_dir).glob(f"{VIDEO_PREFIX}-*")):
-            print(f"Replacing the videos in {config.video_dir}/", flush=True)
-        # One mp4 per episode: the wrapper writes each file when the next reset (or close) comes.
-        with warnings.catch_warnings():  # its own "overwriting" notice, said above in plain words
-            warnings.simplefilter("ignore")
-            env = RecordVideo(
-                env, config.video_dir, episode_trigger=lambda _: True, name_prefix=VIDEO_PREFIX
-            )
+    if record:  # gymnasium's RecordVideo, one mp4 per episode, each frame encoded as it is drawn
+        every_episode = dict(episode_trigger=lambda _: True, name_prefix=VIDEO_PREFIX)
+        env = StreamingRecordVideo(env, config.video_dir, **every_episode)
     policy = greedy_policy(q_net)
-    try:
+    with env:  # closing it finishes the last video
         for episode in range(config.test_episodes):
             total_reward, _ = greedy_episode(env, policy)
             print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
             dashboard.log({"test/reward": total_reward}, episode)
-    finally:
-        env.close()
     if record and config.test_episodes:
-        log_gif(config, dashboard)  # SwanLab shows GIFs, not mp4
+        finish_videos(env, dashboard)  # and a GIF for the dashboard, which shows no mp4
 
 
 def train_and_test(config: Config, started: float) -> "Outcome":
@@ -731,7 +726,7 @@ LEFT, RIGHT = (0, 114, 178), (230, 159, 0)  # blue and orange: told apart in col
 def policy_image(q_net: QNetwork, angle: float = 0.21, spin: float = 2.0, cells: int = 64):
     """The greedy action over pole angle × angular velocity, the cart at rest at the centre,
     as a small PIL image: at ±0.21 rad the episode ends."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import ImageDraw, ImageFont
 
     grid = (np.arange(cells) + 0.5) / cells * 2 - 1  # cell centres, from -1 to 1
     angles, spins = np.meshgrid(grid * angle, -grid * spin)  # the top row spins fastest right
@@ -776,7 +771,7 @@ def play_and_record(config: Config, q_net: QNetwork, dashboard: Dashboard) -> st
     try:
         test_playback(config, q_net, dashboard)
     except Exception as error:
-        if config.no_video:
+        if config.no_video or isinstance(error, WriteError):
             raise
         return (
             f"the test video could not be made ({type(error).__name__}: {error}). "
@@ -785,28 +780,104 @@ def play_and_record(config: Config, q_net: QNetwork, dashboard: Dashboard) -> st
     return None
 
 
-def log_gif(config: Config, dashboard: Dashboard) -> None:
-    first = Path(config.video_dir) / f"{VIDEO_PREFIX}-episode-0.mp4"
+class StreamingRecordVideo(RecordVideo):
+    """RecordVideo that hands each frame to ffmpeg as it is drawn. RecordVideo keeps a whole
+    episode in memory (1500 frames: 1 GB) and encodes it at the end; here memory stays flat and
+    ffmpeg encodes on the other core while pygame draws. It also keeps the GIF's frames."""
+
+    GIF_STEP, GIF_SECONDS, GIF_WIDTH = 3, 10, 240  # 50 fps / 3: a GIF of 16.7 fps, 240 px wide
+
+    def __init__(self, env: gym.Env, video_folder: str, **options):
+        if any(Path(video_folder).glob(f"{options['name_prefix']}-*")):
+            print(f"Replacing the videos in {video_folder}/", flush=True)
+        with warnings.catch_warnings():  # its own "overwriting" notice, said above in plain words
+            warnings.simplefilter("ignore")
+            super().__init__(env, video_folder, **options)
+        self.folder, self.ffmpeg, self.gif_frames, self.keep_gif = (
+            Path(video_folder),
+            None,
+            [],
+            True,
+        )
+
+    def _paths(self) -> tuple[Path, Path]:
+        # Written under a temporary name: a video cut short never replaces a whole one.
+        name = self._video_name
+        return self.folder / f".{name}.tmp.mp4", self.folder / f"{name}.mp4"
+
+    def _capture_frame(self) -> None:
+        super()._capture_frame()  # RecordVideo draws the frame and appends it to its list
+        frames = self.recorded_frames
+        if not (self.recording and frames and frames[-1] is not None):
+            return
+        frame, number, frames[-1] = frames[-1], len(frames) - 1, None  # the count stays
+        if self.ffmpeg is None:
+            self.ffmpeg = start_ffmpeg(self._paths()[0], frame.shape, self.frames_per_sec)
+        try:
+            self.ffmpeg.stdin.write(frame.tobytes())
+        except OSError:  # ffmpeg has stopped: its own message says why
+            raise self._abandon() from None
+        if self.keep_gif and number < self.GIF_SECONDS * self.frames_per_sec:
+            if number % self.GIF_STEP == 0:  # CartPole has a handful of colours: 8 will do
+                height = round(frame.shape[0] * self.GIF_WIDTH / frame.shape[1])
+                small = Image.fromarray(frame).resize((self.GIF_WIDTH, height))
+                self.gif_frames.append(small.quantize(8))
+
+    def stop_recording(self) -> None:
+        if self.ffmpeg is not None:
+            with contextlib.suppress(OSError):
+                self.ffmpeg.stdin.close()  # ffmpeg encodes what it still holds, ends the file
+            if self.ffmpeg.wait() != 0:
+                raise self._abandon()
+            os.replace(*self._paths())
+            self.ffmpeg = None
+        self.keep_gif = False  # the GIF is the start of the first video only
+        self.recorded_frames, self.recording, self._video_name = [], False, None
+
+    def _abandon(self) -> "WriteError":
+        """Stop ffmpeg and remove the unfinished file; say why it failed, in ffmpeg's words."""
+        self.ffmpeg.kill()
+        self.ffmpeg.wait()
+        self.ffmpeg.log.seek(0)
+        said = self.ffmpeg.log.read().decode(errors="replace").splitlines()
+        reason = said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped"  # the first cause
+        tmp, path = self._paths()
+        tmp.unlink(missing_ok=True)
+        self.ffmpeg, self.recorded_frames, self.recording = None, [], False
+        return WriteError(f"cannot write {path}: {reason}")
+
+
+def start_ffmpeg(path: Path, shape: tuple, fps: int) -> subprocess.Popen:
+    """ffmpeg, reading raw RGB frames on its stdin, writing H.264 as RecordVideo's moviepy does."""
+    import imageio_ffmpeg  # the ffmpeg that moviepy installs
+
+    size = f"{shape[1]}x{shape[0]}"
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo"]
+    command += ["-pix_fmt", "rgb24", "-s", size, "-r", str(fps), "-i", "-"]
+    command += ["-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)]
+    log = tempfile.TemporaryFile()  # ffmpeg's messages: a file, which never fills up as a pipe can
+    # Its own session: Ctrl-C reaches this script, which decides, and not ffmpeg.
+    ffmpeg = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=log, start_new_session=True)
+    ffmpeg.log = log
+    return ffmpeg
+
+
+def finish_videos(recorder: StreamingRecordVideo, dashboard: Dashboard) -> None:
+    """Remove the videos of an earlier, longer run; put a GIF of the first on the dashboard."""
+    folder, recorded = recorder.folder, recorder.episode_id + 1
+    for old in folder.glob(f"{VIDEO_PREFIX}-episode-*.mp4"):
+        if int(old.stem.rsplit("-", 1)[1]) >= recorded:
+            old.unlink()
+    gif = folder / f"{VIDEO_PREFIX}-episode-0.gif"
     try:
-        gif = make_gif(first, first.with_suffix(".gif"))
+        save_gif(recorder.gif_frames, gif, 1000 * recorder.GIF_STEP // recorder.frames_per_sec)
         dashboard.log({"test/video": swanlab.Video(str(gif), caption="test episode 0")}, 0)
     except Exception as error:  # the mp4 files are there; the GIF is a bonus
         warn(f"no GIF for the dashboard ({type(error).__name__}: {error})")
 
 
-def make_gif(mp4: Path, gif: Path, seconds: float = 10, fps: int = 15, width: int = 240) -> Path:
-    """A small GIF of the start of an mp4: fewer frames, fewer pixels, few colours."""
-    from moviepy import VideoFileClip
-    from PIL import Image
-
-    with VideoFileClip(str(mp4)) as clip:
-        start = clip.subclipped(0, min(seconds, clip.duration))
-        frames = [Image.fromarray(f) for f in start.iter_frames(fps=fps, dtype="uint8")]
-    height = round(frames[0].height * width / frames[0].width)
-    # CartPole is drawn in a handful of colours: a tiny palette keeps the file small.
-    small = [f.resize((width, height), Image.Resampling.BILINEAR).quantize(8) for f in frames]
-    small[0].save(gif, save_all=True, append_images=small[1:], duration=1000 // fps, loop=0)
-    return gif
+def save_gif(frames: list, path: Path, delay_ms: int) -> None:
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=delay_ms, loop=0)
 
 
 # ---- Ctrl-C, SIGTERM, SIGHUP: while training, finish the step, keep what was learned, stop ----
@@ -929,7 +1000,7 @@ def report(config: Config, outcome: Outcome, started: float) -> int:
         )
         print(outcome.dashboard.where())
         return 128 + outcome.stopped_by
-    if not config.no_video and not outcome.video_error:
+    if not config.no_video and config.test_episodes and not outcome.video_error:
         print(f"Videos:  {config.video_dir}/")
     print(outcome.dashboard.where())
     if outcome.video_error:

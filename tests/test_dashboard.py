@@ -32,7 +32,7 @@ def test_a_gif_failure_is_one_warning_and_the_run_still_succeeds(
         raise OSError("disk full")
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(dqn, "make_gif", broken_gif)
+    monkeypatch.setattr(dqn, "save_gif", broken_gif)
     args = ["--episodes", "1", "--test-episodes", "1", "--max-test-steps", "10"]
     assert dqn.main([*args, "--swanlab-mode", "disabled"]) == 0
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,0 +1,86 @@
+"""The test videos: streamed to the encoder frame by frame, the GIF made in passing, each file
+written whole or not at all, and a full disk said in one line."""
+
+import imageio_ffmpeg
+import pytest
+import torch
+from PIL import Image
+
+import dqn_cartpole as dqn
+from conftest import run_script
+
+
+def recorder(folder, steps: int) -> dqn.StreamingRecordVideo:
+    env = dqn.make_env(0, render_mode="rgb_array", max_episode_steps=steps)
+    every = dict(episode_trigger=lambda _: True, name_prefix=dqn.VIDEO_PREFIX)
+    return dqn.StreamingRecordVideo(env, str(folder), **every)
+
+
+def test_frames_go_to_the_encoder_as_they_are_drawn_not_into_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    env = recorder(tmp_path, steps=60)
+    held, steps = [], 0
+    with env:
+        env.reset()
+        terminated = truncated = False
+        while not (terminated or truncated):
+            _, _, terminated, truncated, _ = env.step(steps % 2)
+            held.append(sum(frame is not None for frame in env.recorded_frames))
+            steps += 1
+    assert steps > 5 and max(held) == 0  # each frame left for ffmpeg as soon as it was drawn
+    video = tmp_path / "rl-video-episode-0.mp4"
+    frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(video))
+    assert frames == steps + 1 and seconds == pytest.approx((steps + 1) / 50, abs=0.03)
+    assert not list(tmp_path.glob(".*.tmp.mp4"))
+
+
+def test_the_gif_keeps_every_third_frame_of_the_first_ten_seconds_of_the_first_video(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    env = recorder(tmp_path, steps=600)
+    torch.manual_seed(0)
+    policy = dqn.greedy_policy(dqn.QNetwork(4, 2))
+    with env:
+        dqn.greedy_episode(env, policy)
+        first = len(env.gif_frames)
+        dqn.greedy_episode(env, policy)  # the second video adds nothing to the GIF
+    assert 1 <= first == len(env.gif_frames) <= 10 * 50 // 3 + 1
+    gif = tmp_path / "test.gif"
+    dqn.save_gif(env.gif_frames, gif, 60)
+    with Image.open(gif) as image:
+        assert image.size == (240, 160)
+        durations = []  # Pillow merges repeated frames into one longer frame
+        for index in range(image.n_frames):
+            image.seek(index)
+            durations.append(image.info["duration"])
+    assert sum(durations) == 60 * first  # 3 video frames of 20 ms each: it plays in real time
+
+
+def test_a_full_disk_while_recording_exits_4_and_keeps_the_previous_video(tmp_path):
+    videos = tmp_path / "dqn_videos"
+    videos.mkdir()
+    previous = videos / "rl-video-episode-0.mp4"
+    previous.write_bytes(b"the user's earlier video")
+    (videos / ".rl-video-episode-0.tmp.mp4").symlink_to("/dev/full")
+    args = ["--episodes", "2", "--test-episodes", "1", "--max-test-steps", "200"]
+    result = run_script(tmp_path, *args, "--swanlab-mode", "disabled")
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "dqn_cartpole.py: error: cannot write dqn_videos/rl-video-episode-0.mp4: "
+        "No space left on device"
+    ]
+    assert previous.read_bytes() == b"the user's earlier video"
+    assert not (videos / ".rl-video-episode-0.tmp.mp4").is_symlink()
+    assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)  # training is kept
+
+
+def test_a_shorter_replay_removes_the_videos_of_a_longer_earlier_one(tmp_path):
+    args = ["--episodes", "2", "--max-test-steps", "20", "--swanlab-mode", "disabled"]
+    assert run_script(tmp_path, *args, "--test-episodes", "3").returncode == 0
+    model = str(tmp_path / "output" / "best_model.pth")
+    result = run_script(tmp_path, "--play", model, *args[2:], "--test-episodes", "1")
+    assert result.returncode == 0, result.stderr
+    assert "Replacing the videos in dqn_videos/" in result.stdout
+    names = sorted(p.name for p in (tmp_path / "dqn_videos").glob("rl-video-*"))
+    assert names == ["rl-video-episode-0.gif", "rl-video-episode-0.mp4"]
