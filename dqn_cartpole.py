@@ -20,7 +20,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import gymnasium as gym
 import numpy as np
@@ -42,10 +40,7 @@ from PIL import Image
 from torch.optim.adam import adam as adam_update
 from tqdm import tqdm
 
-try:
-    import fcntl  # the folder locks; Windows has none (README, "When something goes wrong")
-except ImportError:
-    fcntl = None
+SWANLAB_MODES = ["auto", "cloud", "local", "offline", "disabled"]
 
 
 def setting(default, help: str, valid: str | None = None, **argparse_options):
@@ -68,15 +63,14 @@ class Config:
     epsilon_decay: float = setting(0.98, "ε × this after each episode (tutorial: 0.995)", "(0, 1]")
     solved_reward: float = setting(
         500.0,
-        "pause learning while the latest evaluation averages at least this, and evaluate at "
-        "once a training episode that scores it (500, CartPole-v1's maximum; 0: neither)",
+        "pause learning while the latest evaluation averages this, and evaluate at once a "
+        "training episode that scores it (0: neither)",
         ">= 0",
     )
     tutorial_settings: bool = setting(
         False,
-        "use the tutorial's values instead: lr 0.001, batch 64, ε decay 0.995, no learning pause "
-        "(solved reward 0); the experiment is named <experiment-name>-tutorial-settings. "
-        "A flag given beside it wins",
+        "the tutorial's values: lr 0.001, batch 64, ε decay 0.995, no pause (solved reward 0), "
+        "as experiment <name>-tutorial-settings; a flag given beside it wins",
     )
     # The training loop
     episodes: int = setting(600, "number of training episodes", ">= 1")
@@ -93,31 +87,10 @@ class Config:
     output_dir: str = setting("output", "where best_model.pth, best_model.json, metrics.csv go")
     video_dir: str = setting("dqn_videos", "where the test videos (mp4) go")
     swanlab_mode: str = setting(
-        "auto",
-        "auto: the cloud if you ran `swanlab login`, else a local dashboard (`swanlab watch`)",
-        choices=["auto", "cloud", "local", "offline", "disabled"],
+        "auto", "auto: the cloud after `swanlab login`, else local", choices=SWANLAB_MODES
     )
     project: str = setting("RL-All-In-One", "SwanLab project")
     experiment_name: str = setting("DQN-CartPole-v1", "SwanLab experiment name")
-
-
-# The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
-TUTORIAL_SETTINGS = {"lr": 1e-3, "batch_size": 64, "epsilon_decay": 0.995, "solved_reward": 0.0}
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch, as the tutorial does: the same seed, the same run."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def make_env(seed: int, **kwargs) -> gym.Env:
-    # CartPole-v1 keeps its standard 500-step limit here, so returns compare with published ones.
-    env = gym.make("CartPole-v1", **kwargs)
-    env.reset(seed=seed)
-    env.action_space.seed(seed)
-    return env
 
 
 # ==== 四、QNetwork: a state goes in, one Q-value per action comes out.
@@ -286,6 +259,21 @@ def greedy_episode(env: gym.Env, policy: Callable[[np.ndarray], int]) -> tuple[f
 
 # ==== 六、The training loop: episodes of ε-greedy play, one gradient step per environment step, a
 # greedy evaluation every eval_every episodes, and the best evaluated model kept on disk.
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch, as the tutorial does: the same seed, the same run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_env(seed: int, **kwargs) -> gym.Env:
+    # CartPole-v1 keeps its standard 500-step limit here, so returns compare with published ones.
+    env = gym.make("CartPole-v1", **kwargs)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    return env
+
+
 @dataclass
 class EpisodeStats:
     """One episode's numbers: a row of metrics.csv, a point on the dashboard, a console line."""
@@ -443,6 +431,10 @@ def checked(kind: type, valid: str | None):
     return convert
 
 
+# The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
+TUTORIAL_SETTINGS = {"lr": 1e-3, "batch_size": 64, "epsilon_decay": 0.995, "solved_reward": 0.0}
+
+
 def parse_args(argv: list[str] | None = None) -> Config:
     """Read the command line; reject bad values before any work starts (exit code 2)."""
     parser = argparse.ArgumentParser(
@@ -499,8 +491,11 @@ def claim_folder(path: Path, flag: str) -> None:
         reason = "it is a file" if path.is_file() else (error.strerror or str(error))
         raise InputError(f"{flag} {path}: cannot write there ({reason})") from None
     try:
-        if fcntl is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        import fcntl  # Windows has none: there, two runs may share a folder (README)
+
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:
+        pass
     except OSError:
         lock.seek(0)
         pid = lock.read().strip() or "unknown"
@@ -613,6 +608,9 @@ def start_swanlab(config: Config, experiment_name: str, extra_config: dict) -> "
         options["description"] = "DQN on CartPole-v1 (dqn_cartpole.py)"
         if mode == "online":
             try:  # first a 3 s check that the host answers: SwanLab itself retries for ~15 s
+                import socket
+                from urllib.parse import urlsplit
+
                 url = urlsplit(settings.api_host)
                 port = url.port or (443 if url.scheme == "https" else 80)
                 socket.create_connection((url.hostname, port), timeout=3).close()
