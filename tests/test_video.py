@@ -84,3 +84,18 @@ def test_a_shorter_replay_removes_the_videos_of_a_longer_earlier_one(tmp_path):
     assert "Replacing the videos in dqn_videos/" in result.stdout
     names = sorted(p.name for p in (tmp_path / "dqn_videos").glob("rl-video-*"))
     assert names == ["rl-video-episode-0.gif", "rl-video-episode-0.mp4"]
+
+
+def test_the_fast_drawing_gives_exactly_the_frames_gymnasium_renders(monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    env = dqn.make_env(3, render_mode="rgb_array")
+    env.reset()
+    for step in range(40):  # frames of a moving cart and a falling pole
+        expected = env.render()
+        frame, size = dqn.draw_cartpole(env.unwrapped)
+        assert size == (expected.shape[1], expected.shape[0])
+        assert frame == expected.tobytes(), f"frame {step} differs"
+        assert env.unwrapped.render_mode == "rgb_array"  # as it was
+        _, _, terminated, _, _ = env.step(step % 3 == 0)
+        if terminated:
+            env.reset()
