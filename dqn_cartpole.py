@@ -292,18 +292,6 @@ class EpisodeStats:
     best_avg_reward: float | None = None
 
 
-# The dashboard's name of each number; the eval/ ones are logged only when there was one.
-CHARTS = {
-    "train_reward": "train/reward",
-    "episode_length": "train/episode_length",
-    "epsilon": "train/epsilon",
-    "loss": "train/loss",
-    "q_value": "train/q_value",
-    "eval_avg_reward": "eval/avg_reward",
-    "best_avg_reward": "eval/best_avg_reward",
-}
-
-
 @dataclass
 class Best:
     """The best evaluation so far: what best_model.pth holds."""
@@ -399,7 +387,8 @@ def train_and_test(config: Config, started: float) -> "Outcome":
         outcome = Outcome(dashboard, best, stopped_by=stop.signum)
         if best.episode is not None and not stop.requested:
             model = load_model(Path(config.output_dir) / "best_model.pth", state_dim, action_dim)
-            outcome.video_error = play_and_record(config, model.to(config.device), dashboard)
+            with video_errors_noted(outcome, config):  # a failed video costs no result
+                test_playback(config, model.to(config.device), dashboard)
         return outcome
 
 
@@ -669,6 +658,18 @@ class Dashboard:
 
 
 # ---- The console and metrics.csv ---------------------------------------------------------------
+# The dashboard's name of each number; the eval/ ones are logged only when there was one.
+CHARTS = {
+    "train_reward": "train/reward",
+    "episode_length": "train/episode_length",
+    "epsilon": "train/epsilon",
+    "loss": "train/loss",
+    "q_value": "train/q_value",
+    "eval_avg_reward": "eval/avg_reward",
+    "best_avg_reward": "eval/best_avg_reward",
+}
+
+
 class RunLog:
     """Each episode's numbers, to the console, metrics.csv and the dashboard."""
 
@@ -764,18 +765,18 @@ def warn(message: str) -> None:
 
 
 # ---- The videos and the GIF ------------------------------------------------------------------
-def play_and_record(config: Config, q_net: QNetwork, dashboard: Dashboard) -> str | None:
-    """Test playback; returns what went wrong with the video (exit code 3), if anything."""
+@contextlib.contextmanager
+def video_errors_noted(outcome: "Outcome", config: Config):
+    """A video that cannot be made is noted in `outcome` (exit code 3), the results kept."""
     try:
-        test_playback(config, q_net, dashboard)
+        yield
     except Exception as error:
         if config.no_video or isinstance(error, WriteError):
             raise
-        return (
+        outcome.video_error = (
             f"the test video could not be made ({type(error).__name__}: {error}). "
             "Reinstall with `pip install -r requirements.txt` (moviepy, pygame), or use --no-video."
         )
-    return None
 
 
 class StreamingRecordVideo(RecordVideo):
@@ -988,7 +989,10 @@ class Outcome:
 def play_saved_model(config: Config) -> Outcome:
     q_net = load_model(Path(config.play), state_dim=4, action_dim=2).to(config.device)
     with start_swanlab(config, f"{config.experiment_name}-play", {}) as dashboard:
-        return Outcome(dashboard, video_error=play_and_record(config, q_net, dashboard))
+        outcome = Outcome(dashboard)
+        with video_errors_noted(outcome, config):
+            test_playback(config, q_net, dashboard)
+        return outcome
 
 
 def report(config: Config, outcome: Outcome, started: float) -> int:
