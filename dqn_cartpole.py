@@ -999,17 +999,19 @@ def report(config: Config, outcome: Outcome, started: float) -> int:
     """Print the closing lines; return the exit code (see main)."""
     outcome.dashboard.finish("aborted" if outcome.stopped_by else "success")
     model_path = Path(config.output_dir) / "best_model.pth"
+    saved = outcome.best is not None and outcome.best.episode is not None
     if (best := outcome.best) is not None:
-        print(f"\nBest evaluation: {best.avg_reward:.1f} (episode {best.episode})")
-        if best.episode is not None:
+        if saved:
+            print(f"\nBest evaluation: {best.avg_reward:.1f} (episode {best.episode})")
             print(f"Model:   {model_path}")
-        print(f"Metrics: {Path(config.output_dir) / 'metrics.csv'}")
+        else:  # stopped before the first evaluation
+            print("\nNo evaluation yet, so no model was saved.")
+        if (metrics := Path(config.output_dir) / "metrics.csv").exists():
+            print(f"Metrics: {metrics}")
         print(f"Total time: {time.time() - started:.1f} s")
     if outcome.stopped_by:
-        name = signal_name(outcome.stopped_by)
-        print(
-            f"Stopped by {name}. To record the videos: python dqn_cartpole.py --play {model_path}"
-        )
+        hint = f" To record the videos: python dqn_cartpole.py --play {model_path}" if saved else ""
+        print(f"Stopped by {signal_name(outcome.stopped_by)}.{hint}")
         print(outcome.dashboard.where())
         return 128 + outcome.stopped_by
     if not config.no_video and config.test_episodes and not outcome.video_error:

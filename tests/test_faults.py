@@ -379,3 +379,13 @@ def test_a_home_folder_that_cannot_be_written_costs_nothing(tmp_path):
     result = run_script(tmp_path, "--episodes", "2", "--no-video", HOME=str(home))
     assert result.returncode == 0, result.stderr
     assert result.stderr == "" and "swanlab watch" in result.stdout
+
+
+def test_a_stop_before_the_first_evaluation_promises_no_model(tmp_path, capsys):
+    config = dqn.Config(output_dir=str(tmp_path / "output"))
+    outcome = dqn.Outcome(dqn.Dashboard(None), dqn.Best(), stopped_by=signal.SIGTERM)
+    assert dqn.report(config, outcome, started=0.0) == 143
+    out = capsys.readouterr().out
+    assert "No evaluation yet, so no model was saved." in out
+    assert "-inf" not in out and "--play" not in out and "Metrics:" not in out
+    assert "Stopped by SIGTERM." in out
