@@ -1030,7 +1030,9 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws frames with no display
-    previous = {s: signal.signal(s, stop_at_once) for s in STOP_SIGNALS[1:]}  # as Ctrl-C does
+    # SIGTERM and SIGHUP stop at once, as Ctrl-C does, until training asks for more patience.
+    others = [s for s in STOP_SIGNALS if s != signal.SIGINT]
+    previous = {s: signal.signal(s, stop_at_once) for s in others}
     try:
         if not config.play:
             claim_folder(Path(config.output_dir), "--output-dir")
