@@ -16,9 +16,12 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import platform
 import random
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import requests
 import swanlab
 import torch
 import torch.nn as nn
@@ -82,6 +86,7 @@ class Config:
     test_episodes: int = setting(3, "episodes the best model plays after training", ">= 0")
     max_test_steps: int = setting(1500, "step limit of a test episode (training: 500)", ">= 1")
     no_video: bool = setting(False, "play the test episodes without recording videos")
+    watch: bool = setting(False, "show the test episodes in a window as well, at 50 frames/s")
     play: str = setting("", "skip training: replay this saved model (a .pth file)", metavar="MODEL")
     # Where results go
     output_dir: str = setting("output", "where best_model.pth, best_model.json, metrics.csv go")
@@ -351,14 +356,16 @@ VIDEO_PREFIX = "rl-video"
 def test_playback(config: Config, q_net: QNetwork, dashboard: "Dashboard") -> None:
     """The best model plays config.test_episodes greedy episodes, recorded unless --no-video."""
     record = not config.no_video
-    render_mode = "rgb_array" if record else None
+    render_mode = "rgb_array" if record or config.watch else None
     # seed + 2: episodes that neither training nor evaluation has seen.
     env = make_env(
         config.seed + 2, render_mode=render_mode, max_episode_steps=config.max_test_steps
     )
     if record:  # gymnasium's RecordVideo, one mp4 per episode, each frame encoded as it is drawn
         every_episode = dict(episode_trigger=lambda _: True, name_prefix=VIDEO_PREFIX)
-        env = StreamingRecordVideo(env, config.video_dir, **every_episode)
+        env = recorder = StreamingRecordVideo(env, config.video_dir, **every_episode)
+    if config.watch:  # and on the screen, at CartPole's real speed: 50 frames a second
+        env = Window(env)
     policy = greedy_policy(q_net)
     with env:  # closing it finishes the last video
         for episode in range(config.test_episodes):
@@ -366,7 +373,7 @@ def test_playback(config: Config, q_net: QNetwork, dashboard: "Dashboard") -> No
             print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
             dashboard.log({"test/reward": total_reward}, episode)
     if record and config.test_episodes:
-        finish_videos(env, dashboard)  # and a GIF for the dashboard, which shows no mp4
+        finish_videos(recorder, dashboard)  # and a GIF for the dashboard, which shows no mp4
 
 
 def train_and_test(config: Config, started: float) -> "Outcome":
@@ -380,10 +387,9 @@ def train_and_test(config: Config, started: float) -> "Outcome":
     with start_swanlab(config, config.experiment_name, env_sizes) as dashboard:
         set_seed(config.seed)
         agent = DQNAgent(state_dim, action_dim, config)
-        log = RunLog(config, dashboard, started)
-        with StopRequest() as stop:
+        # closing: the rows since the last evaluation are written however training ends
+        with StopRequest() as stop, contextlib.closing(RunLog(config, dashboard, started)) as log:
             best = train_agent(agent, env, eval_env, log, stop)
-        log.close()
         outcome = Outcome(dashboard, best, stopped_by=stop.signum)
         if best.episode is not None and not stop.requested:
             model = load_model(Path(config.output_dir) / "best_model.pth", state_dim, action_dim)
@@ -412,8 +418,10 @@ def checked(kind: type, valid: str | None):
         # '>= 1' is '[1, inf]' and '> 0' is '(0, inf]': a bracket includes its end.
         span = valid.replace(">=", "[").replace(">", "(") + ", inf]" if valid[0] == ">" else valid
         low, high = (float(end) for end in span[1:-1].split(","))
-        if not ((value > low if span[0] == "(" else value >= low) and value <= high):  # NaN too
-            allowed = valid if valid[0] == ">" else f"in {valid}"
+        allowed = valid if valid[0] == ">" else f"in {valid}"
+        if not math.isfinite(value):  # inf and nan: a learning rate of inf trains to NaN
+            raise argparse.ArgumentTypeError(f"must be a finite number {allowed}, got {text}")
+        if not ((value > low if span[0] == "(" else value >= low) and value <= high):
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
         return value
 
@@ -475,7 +483,9 @@ def claim_folder(path: Path, flag: str) -> None:
         return
     try:
         path.mkdir(parents=True, exist_ok=True)
-        lock = open(path / ".lock", "a+")  # this proves that the folder can be written to
+        lock = open(
+            path / ".lock", "a+", encoding="utf-8"
+        )  # this proves that the folder can be written to
     except OSError as error:
         reason = "it is a file" if path.is_file() else (error.strerror or str(error))
         raise InputError(f"{flag} {path}: cannot write there ({reason})") from None
@@ -501,7 +511,8 @@ def claim_folder(path: Path, flag: str) -> None:
 def save_atomically(path: Path, write, mode: str = "wb") -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, mode) as f:
+        text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}  # "\n" as written
+        with open(tmp, mode, **text) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -597,16 +608,15 @@ def start_swanlab(config: Config, experiment_name: str, extra_config: dict) -> "
         options["description"] = "DQN on CartPole-v1 (dqn_cartpole.py)"
         if mode == "online":
             try:  # first a 3 s check that the host answers: SwanLab itself retries for ~15 s
-                import socket
-                from urllib.parse import urlsplit
-
-                url = urlsplit(settings.api_host)
-                port = url.port or (443 if url.scheme == "https" else 80)
-                socket.create_connection((url.hostname, port), timeout=3).close()
+                # With requests, as SwanLab's own client: through HTTPS_PROXY or ALL_PROXY if set.
+                requests.head(settings.api_host, timeout=3)
                 return Dashboard(swanlab.init(mode=mode, **options))
             except Exception as error:
                 # No network or a bad key: keep the run, and its curves, on this machine instead.
-                warn(f"SwanLab cloud unavailable ({error}); logging locally instead.")
+                why = (
+                    type(error).__name__ if isinstance(error, requests.RequestException) else error
+                )
+                warn(f"SwanLab cloud unavailable ({why}); logging locally instead.")
                 mode = "local"
         return Dashboard(swanlab.init(mode=mode, reinit=True, **options))
     except Exception as error:  # e.g. a file named swanlog, or a folder that cannot be written
@@ -626,8 +636,8 @@ class Dashboard:
     def log(self, data: dict, step: int) -> None:
         if self.run is None or self.broken:
             return
-        try:
-            self.run.log(data, step=step)
+        try:  # a value given as a function is made here, where its failure costs one warning
+            self.run.log({k: v() if callable(v) else v for k, v in data.items()}, step=step)
         except Exception as error:
             self.broken = True
             warn(f"SwanLab stopped logging ({error}); training goes on, metrics.csv has it all.")
@@ -653,7 +663,12 @@ class Dashboard:
         if self.run.mode == "online":
             return f"SwanLab: {self.run.url}"
         if self.run.mode == "local":
-            return f"Dashboard: swanlab watch {Path(self.run.dir).parent}"
+            swanlab_cli = (
+                ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
+            )
+            return "Dashboard: " + shell_command(
+                [*swanlab_cli, "watch", str(Path(self.run.dir).parent)]
+            )
         return f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
 
 
@@ -680,7 +695,9 @@ class RunLog:
         # CI or a notebook's captured output, the evaluation lines alone, without any "\r".
         look = "episode {n_fmt}/{total_fmt} {bar:20} {desc}"
         self.bar = tqdm(total=config.episodes, bar_format=look, disable=not sys.stdout.isatty())
-        self.bar_started = time.time()
+        # perf_counter: on Windows before Python 3.13, time.time() and time.monotonic() advance
+        # in steps of 15.6 ms, longer than the first episodes take, and a rate would be x / 0.
+        self.bar_started = time.perf_counter()
 
     def record(self, stats: EpisodeStats, q_net: QNetwork) -> None:
         self.rows.append(row := asdict(stats))
@@ -690,16 +707,16 @@ class RunLog:
         else:
             write_metrics(self.csv_path, self.rows)  # kept safe at every evaluation
             self.last_eval = stats.eval_avg_reward
-            if self.dashboard.run is not None:  # what the greedy agent does, state by state
-                image = swanlab.Image(policy_image(q_net), caption=f"episode {stats.episode}")
-                charts["eval/policy"] = image
+            # What the greedy agent does, state by state; drawn only if the dashboard logs it.
+            caption = f"episode {stats.episode}"
+            charts["eval/policy"] = lambda: swanlab.Image(policy_image(q_net), caption=caption)
             tqdm.write(progress_line(stats), file=sys.stdout)
             sys.stdout.flush()
         self.dashboard.log(charts, stats.episode)
         line = f"steps {stats.env_steps} | reward {stats.train_reward:.0f} | ε {stats.epsilon:.3f}"
         if self.last_eval is not None:
             line += f" | eval {self.last_eval:.1f} | best {stats.best_avg_reward:.1f}"
-        rate = stats.env_steps / (time.time() - self.bar_started)
+        rate = stats.env_steps / (time.perf_counter() - self.bar_started)
         self.bar.set_description_str(f"{line} | {rate:.0f} steps/s", refresh=False)
         self.bar.update()
 
@@ -760,6 +777,29 @@ def policy_image(q_net: QNetwork, angle: float = 0.21, spin: float = 2.0, cells:
     return image
 
 
+def shell_command(args: list[str]) -> str:
+    """`args` as a line to paste into a shell: quoted for sh, bash and zsh, or on Windows with
+    the double quotes that cmd and PowerShell both read."""
+    return subprocess.list2cmdline(args) if os.name == "nt" else shlex.join(args)
+
+
+def python_command() -> str:
+    """The Python running this script, as the user can type it: its name if that is what the
+    PATH finds (python, python3), else its whole path (a virtual environment not activated)."""
+    found = shutil.which(Path(sys.executable).name)
+    if found and os.path.samefile(found, sys.executable):
+        return Path(sys.executable).name
+    return sys.executable
+
+
+def videos_hint(model: Path) -> str:
+    # The script as the user named it (python dqn_cartpole.py, or a path to it), else in full.
+    script = sys.argv[0] if Path(sys.argv[0]).name == Path(__file__).name else __file__
+    return " To record the videos: " + shell_command(
+        [python_command(), script, "--play", str(model)]
+    )
+
+
 def warn(message: str) -> None:
     tqdm.write(f"warning: {message}", file=sys.stderr)  # above the progress bar, if there is one
 
@@ -770,6 +810,8 @@ def video_errors_noted(outcome: "Outcome", config: Config):
     """A video that cannot be made is noted in `outcome` (exit code 3), the results kept."""
     try:
         yield
+    except WindowClosed:
+        print("The window was closed: no more test episodes.", flush=True)
     except Exception as error:
         if config.no_video or isinstance(error, WriteError):
             raise
@@ -792,8 +834,22 @@ class StreamingRecordVideo(RecordVideo):
         with warnings.catch_warnings():  # its own "overwriting" notice, said above in plain words
             warnings.simplefilter("ignore")
             super().__init__(env, video_folder, **options)
-        self.folder, self.ffmpeg = Path(video_folder), None
+        self.folder, self.ffmpeg, self.episode_over = Path(video_folder), None, False
         self.gif_frames, self.keep_gif = [], True
+
+    def reset(self, **options):
+        self.episode_over = False
+        return super().reset(**options)
+
+    def step(self, action):
+        result = super().step(action)
+        self.episode_over = result[2] or result[3]  # terminated or truncated
+        return result
+
+    def close(self) -> None:
+        if self.recording and not self.episode_over and self.ffmpeg is not None:
+            self._abandon()  # stopped mid-episode: the earlier video stays as it was
+        super().close()
 
     def _paths(self) -> tuple[Path, Path]:
         # Written under a temporary name: a video cut short never replaces a whole one.
@@ -854,6 +910,69 @@ def draw_cartpole(cartpole: gym.Env) -> tuple[bytes, tuple[int, int]]:
     return pygame.image.tobytes(cartpole.screen, "RGB"), cartpole.screen.get_size()
 
 
+class WindowClosed(Exception):
+    """The learner closed the window that --watch opened."""
+
+
+class Window(gym.Wrapper):
+    """Shows each frame in a window at the environment's own pace (CartPole: 50 frames a
+    second), as gymnasium's HumanRendering does, and ends playback when the window is closed.
+    (HumanRendering cannot sit beside RecordVideo: each refuses the other's render mode.)"""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        import pygame
+
+        self.pygame, self.window, self.clock = pygame, None, pygame.time.Clock()
+
+    def reset(self, **options):
+        result = super().reset(**options)
+        self.show()
+        return result
+
+    def step(self, action):
+        result = super().step(action)
+        self.show()
+        return result
+
+    def show(self) -> None:
+        pygame = self.pygame
+        frame, size = draw_cartpole(self.env.unwrapped)
+        if self.window is None:
+            pygame.display.init()
+            self.window = pygame.display.set_mode(size)
+            pygame.display.set_caption("CartPole-v1 · dqn_cartpole.py")
+        self.window.blit(pygame.image.frombuffer(frame, size, "RGB"), (0, 0))
+        pygame.display.flip()
+        if pygame.event.get(pygame.QUIT):
+            raise WindowClosed
+        self.clock.tick(self.metadata["render_fps"])
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.pygame.display.quit()
+        super().close()
+
+
+def check_screen() -> None:
+    """Raise InputError unless a window can be shown: SDL would quietly draw off-screen."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        driver = None  # no X or Wayland: asking SDL prints its own complaints first
+    else:
+        import pygame
+
+        pygame.display.init()
+        driver = pygame.display.get_driver()
+        pygame.display.quit()
+    if driver in (None, "offscreen", "dummy") and "SDL_VIDEODRIVER" not in os.environ:
+        raise InputError(
+            "--watch: no screen to open a window on here (no DISPLAY: over SSH, say); "
+            "without --watch the test episodes are still recorded"
+        )
+
+
 def start_ffmpeg(path: Path, size: tuple[int, int], fps: int) -> subprocess.Popen:
     """ffmpeg, reading raw RGB frames on its stdin, writing H.264 as RecordVideo's moviepy does."""
     import imageio_ffmpeg  # the ffmpeg that moviepy installs
@@ -865,8 +984,12 @@ def start_ffmpeg(path: Path, size: tuple[int, int], fps: int) -> subprocess.Pope
     command += ["-c:v", "libx264", "-preset", "ultrafast", "-threads", "1"]
     command += ["-pix_fmt", "yuv420p", str(path)]
     log = tempfile.TemporaryFile()  # ffmpeg's messages: a file, which never fills up as a pipe can
-    # Its own session: Ctrl-C reaches this script, which decides, and not ffmpeg.
-    ffmpeg = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=log, start_new_session=True)
+    # Its own session (on Windows, process group): Ctrl-C reaches this script, which decides,
+    # and not ffmpeg.
+    alone = dict(
+        start_new_session=True, creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+    )
+    ffmpeg = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=log, **alone)
     ffmpeg.log = log
     return ffmpeg
 
@@ -904,16 +1027,22 @@ STOP_SIGNALS = [
 ]
 
 
+def handled_signals() -> list[int]:
+    """The stop signals less those ignored: `nohup` starts the script with SIGHUP ignored, a
+    shell's background job with SIGINT ignored, and a signal ignored then stays ignored."""
+    return [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+
+
 class StopRequest:
     requested, signum = False, None
 
     def __enter__(self):
-        self.previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        self.previous = {s: signal.signal(s, self._on_signal) for s in handled_signals()}
         return self
 
     def _on_signal(self, signum: int, frame) -> None:
         self.requested, self.signum = True, signum
-        for s in STOP_SIGNALS:  # the next one stops at once
+        for s in handled_signals():  # the next one stops at once
             signal.signal(s, stop_at_once)
         tqdm.write(f"\n{signal_name(signum)}: stopping after this step (again to quit at once).")
 
@@ -1010,7 +1139,7 @@ def report(config: Config, outcome: Outcome, started: float) -> int:
             print(f"Metrics: {metrics}")
         print(f"Total time: {time.time() - started:.1f} s")
     if outcome.stopped_by:
-        hint = f" To record the videos: python dqn_cartpole.py --play {model_path}" if saved else ""
+        hint = videos_hint(model_path) if saved else ""
         print(f"Stopped by {signal_name(outcome.stopped_by)}.{hint}")
         print(outcome.dashboard.where())
         return 128 + outcome.stopped_by
@@ -1028,12 +1157,18 @@ def main(argv: list[str] | None = None) -> int:
     written (a full disk), 128 + the signal's number when stopped (130 Ctrl-C, 143 SIGTERM)."""
     started = time.time()
     config = parse_args(argv)
+    for stream in sys.stdout, sys.stderr:  # a console that lacks "ε" prints "?" instead
+        with contextlib.suppress(AttributeError):
+            stream.reconfigure(errors="replace")
     torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws frames with no display
+    if not config.watch:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws frames with no display
     # SIGTERM and SIGHUP stop at once, as Ctrl-C does, until training asks for more patience.
-    others = [s for s in STOP_SIGNALS if s != signal.SIGINT]
+    others = [s for s in handled_signals() if s != signal.SIGINT]
     previous = {s: signal.signal(s, stop_at_once) for s in others}
     try:
+        if config.watch:
+            check_screen()
         if not config.play:
             claim_folder(Path(config.output_dir), "--output-dir")
         if not config.no_video:
@@ -1050,7 +1185,7 @@ def main(argv: list[str] | None = None) -> int:
         signum = stop.args[0] if stop.args else signal.SIGINT
         model = Path(config.output_dir) / "best_model.pth"
         saved = not config.play and model.exists() and model.stat().st_mtime >= started
-        hint = f" To record the videos: python dqn_cartpole.py --play {model}" if saved else ""
+        hint = videos_hint(model) if saved else ""
         print(f"\nStopped by {signal_name(signum)}.{hint}", file=sys.stderr)
         return 128 + signum
     finally:

@@ -28,6 +28,9 @@ sys.path.insert(0, str(REPO))
 import dqn_cartpole as dqn  # noqa: E402  (needs the repo on the path first)
 
 SOLVED = 500.0  # CartPole-v1's maximum return: the 500-step time limit
+# The cores this process may use. macOS cannot pin a process to a core: there runs share them.
+PINNING = hasattr(os, "sched_setaffinity")
+CORES = sorted(os.sched_getaffinity(0)) if PINNING else list(range(os.cpu_count() or 1))
 
 
 def run_seed(seed: int, workdir: Path, script: Path, script_args: list[str], cores) -> dict:
@@ -50,7 +53,7 @@ def run_seed(seed: int, workdir: Path, script: Path, script_args: list[str], cor
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+            preexec_fn=(lambda: os.sched_setaffinity(0, {core})) if PINNING else None,
         )
     cores.put(core)
     return {"seed": seed, "cwd": cwd, "launched": launched, "wall_s": time.time() - launched,
@@ -121,15 +124,13 @@ def table(results: list[dict], eval_episodes: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument(
-        "--jobs", type=int, default=len(os.sched_getaffinity(0)), help="runs at once, one per core"
-    )
+    parser.add_argument("--jobs", type=int, default=len(CORES), help="runs at once, one per core")
     parser.add_argument("--eval-episodes", type=int, default=100, help="to test each best model")
     parser.add_argument("--workdir", type=Path, help="keep each run's files here (default: temp)")
     parser.add_argument("--script", type=Path, default=REPO / "dqn_cartpole.py", help="to compare")
     parser.add_argument("script_args", nargs="*", help="after --: arguments for the script")
     args = parser.parse_args()
-    available = sorted(os.sched_getaffinity(0))
+    available = CORES
     if not 1 <= args.jobs <= len(available):
         parser.error(
             f"--jobs must be between 1 and {len(available)}, the cores this process may use"

@@ -15,7 +15,8 @@ SCRIPT = REPO / "dqn_cartpole.py"
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a new user: no SwanLab login, no SwanLab settings, no display."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWANLAB_")}
-    env.pop("DISPLAY", None)
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):  # set by main() in tests
+        env.pop(name, None)
     env.update({"HOME": str(home), "PYTHONUNBUFFERED": "1", **extra})
     return env
 
@@ -31,6 +32,50 @@ def run_script(cwd: Path, *args: str, timeout: float = 120, **env: str):
         text=True,
         timeout=timeout,
     )
+
+
+def start_script(cwd: Path, *args: str, preexec_fn=None, **env: str) -> subprocess.Popen:
+    """The real command in the background, its stdout and stderr read as text."""
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=cwd,
+        env=clean_env(cwd, **env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec_fn,
+    )
+
+
+def read_until(process: subprocess.Popen, start: str) -> list[str]:
+    """The lines of stdout up to and including the first that starts with `start`."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith(start):
+            return lines
+    raise AssertionError(f"no line starting with {start!r} in {lines}")
+
+
+def balancing_model(path: Path) -> Path:
+    """A QNetwork that never drops the pole: it pushes right when 0.1·x + 0.5·v + 10·θ + 2·ω > 0,
+    a linear controller that balances for 20,000 steps and more. Saved as a trained model is."""
+    import torch
+
+    import dqn_cartpole as dqn
+
+    net = dqn.QNetwork(4, 2)
+    gains = torch.tensor([0.1, 0.5, 10.0, 2.0])
+    with torch.no_grad():
+        for layer in (net.fc[0], net.fc[2], net.fc[4]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        net.fc[0].weight[0], net.fc[0].weight[1] = gains, -gains  # relu(g·s), relu(-g·s)
+        net.fc[2].weight[0, 0], net.fc[2].weight[1, 1] = 1.0, 1.0
+        net.fc[4].weight[1, 0], net.fc[4].weight[0, 1] = 1.0, 1.0  # Q(right), Q(left)
+    torch.save(net.state_dict(), path)
+    return path
 
 
 @pytest.fixture
@@ -68,7 +113,8 @@ def swanlab_metric(swanlog: Path, name: str, run: int = 0) -> list:
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """One short real run with no SwanLab login and stdin closed, shared by many checks."""
-    cwd = tmp_path_factory.mktemp("run")
+    # A folder with a space and Chinese characters in its name, as many learners' folders have.
+    cwd = tmp_path_factory.mktemp("我的 run")
     args = ["--episodes", "3", "--eval-every", "1", "--test-episodes", "2"]
     args += ["--batch-size", "16"]  # so that a loss is logged too
     result = run_script(cwd, *args, "--max-test-steps", "50")

@@ -23,6 +23,8 @@ BAD_FLAGS = [
     (["--lr", "0"], "--lr", "> 0"),
     (["--lr", "-0.001"], "--lr", "> 0"),
     (["--lr", "nan"], "--lr", "> 0"),
+    (["--lr", "inf"], "--lr", "> 0"),  # it would train to NaN
+    (["--solved-reward", "inf"], "--solved-reward", ">= 0"),
     (["--device", "tpu"], "--device", "cpu"),
     (["--swanlab-mode", "online"], "--swanlab-mode", "local"),
 ]

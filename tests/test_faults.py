@@ -2,6 +2,7 @@
 Ctrl-C and a killed process. Each gives one clear line, and nothing the user had is lost."""
 
 import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import dqn_cartpole as dqn
-from conftest import REPO, clean_env, read_metrics, run_script
+from conftest import REPO, SCRIPT, clean_env, read_metrics, read_until, run_script, start_script
 
 NO_EXTRAS = ["--swanlab-mode", "disabled", "--no-video"]
 
@@ -143,29 +144,6 @@ def test_swanlab_failing_mid_run_costs_one_warning_and_no_metrics(
     assert sum(1 for r in rows if r["eval_avg_reward"]) == 6
 
 
-def start_script(cwd, *args: str) -> subprocess.Popen:
-    """The real command in the background, its stdout and stderr read as text."""
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "dqn_cartpole.py"), *args],
-        cwd=cwd,
-        env=clean_env(cwd),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def read_until(process: subprocess.Popen, start: str) -> list[str]:
-    """The lines of stdout up to and including the first that starts with `start`."""
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith(start):
-            return lines
-    raise AssertionError(f"no line starting with {start!r} in {lines}")
-
-
 def swanlab_run_is_closed(swanlog) -> bool:
     """True once the local SwanLab run is no longer 'running' (status 0) in its database."""
     db = sqlite3.connect(swanlog / "runs.swanlab")
@@ -187,7 +165,10 @@ def test_a_stop_signal_keeps_the_model_and_metrics_closes_swanlab_and_exits_128_
     assert process.returncode == 128 + signum, err
     assert "Traceback" not in err
     assert f"{name}: stopping after this step" in out
-    assert f"Stopped by {name}. To record the videos: python dqn_cartpole.py --play " in out
+    (stopped,) = [line for line in out.splitlines() if line.startswith(f"Stopped by {name}.")]
+    assert " To record the videos: " in stopped and stopped.endswith(
+        " --play output/best_model.pth"
+    )
     assert "swanlab watch" in out
     assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)
     rows = read_metrics(tmp_path / "output" / "metrics.csv")
@@ -213,8 +194,9 @@ def test_a_signal_during_the_test_videos_stops_at_once_and_closes_swanlab(tmp_pa
     out, err = process.communicate(timeout=60)
     assert process.returncode == 143
     assert "test episode 2 " not in out  # it did not wait for the other episodes
-    hint = "To record the videos: python dqn_cartpole.py --play output/best_model.pth"
-    assert err.strip().splitlines() == [f"Stopped by SIGTERM. {hint}"]
+    (line,) = err.strip().splitlines()
+    assert line.startswith("Stopped by SIGTERM. To record the videos: ")
+    assert line.endswith(f"{shlex.quote(str(SCRIPT))} --play output/best_model.pth")
     assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)
     assert swanlab_run_is_closed(tmp_path / "swanlog")
 
@@ -389,3 +371,37 @@ def test_a_stop_before_the_first_evaluation_promises_no_model(tmp_path, capsys):
     assert "No evaluation yet, so no model was saved." in out
     assert "-inf" not in out and "--play" not in out and "Metrics:" not in out
     assert "Stopped by SIGTERM." in out
+
+
+def test_a_policy_image_that_fails_costs_one_warning_not_the_training(
+    tmp_path, no_swanlab_login, monkeypatch, capsys
+):
+    def broken_image(q_net):
+        raise ValueError("no font here")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dqn, "policy_image", broken_image)
+    argv = ["--episodes", "6", "--eval-every", "2", "--no-video", "--swanlab-mode", "local"]
+    assert dqn.main(argv) == 0
+    (warning,) = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith("warning: SwanLab stopped logging (") and "no font here" in warning
+    assert len(read_metrics(tmp_path / "output" / "metrics.csv")) == 6
+
+
+def test_rows_after_the_last_evaluation_are_kept_when_a_write_fails(tmp_path, monkeypatch, capsys):
+    scores = iter([10.0, 20.0])
+    monkeypatch.setattr(dqn.DQNAgent, "evaluate", lambda self, env, episodes: next(scores))
+    real_save = dqn.save_atomically
+    saves = []
+
+    def disk_full_at_the_second_model(path, write, mode="wb"):
+        saves.append(path.name)
+        if path.name == "best_model.pth" and saves.count(path.name) == 2:
+            raise dqn.WriteError(f"cannot write {path}: No space left on device")
+        real_save(path, write, mode)
+
+    monkeypatch.setattr(dqn, "save_atomically", disk_full_at_the_second_model)
+    argv = ["--episodes", "20", "--eval-every", "5", "--output-dir", str(tmp_path)]
+    assert dqn.main([*argv, "--no-video", "--swanlab-mode", "disabled"]) == 4
+    # Episodes 1-5 were saved at the first evaluation; 6-9 came after it, before the failure.
+    assert [int(r["episode"]) for r in read_metrics(tmp_path / "metrics.csv")] == list(range(1, 10))
