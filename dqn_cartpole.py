@@ -11,40 +11,16 @@ test playback with RecordVideo (六、完整代码). Below the banner: the comma
 files, error messages, Ctrl-C and two speed workarounds. You need none of it to follow DQN.
 """
 
-import argparse
-import contextlib
-import csv
 import io
-import json
-import math
-import os
-import platform
 import random
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import requests
-import swanlab
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from gymnasium.wrappers import RecordVideo
-from PIL import Image
-from torch.optim.adam import adam as adam_update
-from tqdm import tqdm
-
-SWANLAB_MODES = ["auto", "cloud", "local", "offline", "disabled"]
 
 
 def setting(default, help: str, valid: str | None = None, **argparse_options):
@@ -92,7 +68,9 @@ class Config:
     output_dir: str = setting("output", "where best_model.pth, best_model.json, metrics.csv go")
     video_dir: str = setting("dqn_videos", "where the test videos (mp4) go")
     swanlab_mode: str = setting(
-        "auto", "auto: the cloud after `swanlab login`, else local", choices=SWANLAB_MODES
+        "auto",
+        "auto: the cloud after `swanlab login`, else local",
+        choices=["auto", "cloud", "local", "offline", "disabled"],
     )
     project: str = setting("RL-All-In-One", "SwanLab project")
     experiment_name: str = setting("DQN-CartPole-v1", "SwanLab experiment name")
@@ -157,7 +135,7 @@ class DQNAgent:
         # only every target_update_freq steps, so the target does not move with every update.
         self.target_net = QNetwork(state_dim, action_dim).to(self.device)
         self.target_net.load_state_dict(self.q_net.state_dict())
-        # Adam: the same update as torch.optim.Adam(q_net.parameters(), lr), bit for bit, faster.
+        # Adam, bit for bit as torch.optim.Adam(q_net.parameters(), lr, fused=True), but faster.
         self.optimizer = FusedAdam(self.q_net.parameters(), lr=config.lr)
         self.replay_buffer = ReplayBuffer(config.buffer_size, state_dim, self.rng)
         # The greedy action, q_net(state).argmax(), computed with NumPy: ~7x faster for one state.
@@ -229,9 +207,7 @@ def decay_epsilon(epsilon: float, config: Config) -> float:
     return max(config.epsilon_end, epsilon * config.epsilon_decay)
 
 
-def train_episode(
-    env: gym.Env, agent: DQNAgent, stop: "StopRequest | None" = None
-) -> tuple[float, int, list[tuple[float, float]]]:
+def train_episode(env: gym.Env, agent: DQNAgent) -> tuple[float, int, list[tuple[float, float]]]:
     """One ε-greedy episode, learning at every step; returns its reward, its length and what
     each gradient step returned (loss, mean Q-value)."""
     state, _ = env.reset()
@@ -246,11 +222,11 @@ def train_episode(
         steps += 1
         state = next_state
         # An episode ends when the pole falls (terminated) or the time limit hits (truncated).
-        if terminated or truncated or (stop and stop.requested):
+        if terminated or truncated or stop_requested():
             return total_reward, steps, updates
 
 
-def greedy_episode(env: gym.Env, policy: Callable[[np.ndarray], int]) -> tuple[float, int]:
+def greedy_episode(env: gym.Env, policy) -> tuple[float, int]:
     """One episode acting with `policy`, learning nothing; returns its reward and length."""
     state, _ = env.reset()
     total_reward, steps = 0.0, 0
@@ -279,134 +255,101 @@ def make_env(seed: int, **kwargs) -> gym.Env:
     return env
 
 
-@dataclass
-class EpisodeStats:
-    """One episode's numbers: a row of metrics.csv, a point on the dashboard, a console line."""
-
-    episode: int
-    env_steps: int
-    wall_time_s: float
-    train_reward: float
-    episode_length: int
-    epsilon: float
-    loss: float | None = None  # None: no gradient step in this episode
-    # Q(s, a) of the actions taken in the training batches: it grows toward the discounted
-    # return of a pole that never falls, 1 / (1 - γ) = 100, and the TD errors grow with it.
-    q_value: float | None = None
-    eval_avg_reward: float | None = None  # None: not evaluated after this episode
-    best_avg_reward: float | None = None
-
-
-@dataclass
-class Best:
-    """The best evaluation so far: what best_model.pth holds."""
-
-    avg_reward: float = float("-inf")
-    episode: int | None = None
-    step_count: int = -1
-
-    def beaten_by(self, avg_reward: float, step_count: int) -> bool:
-        # A tie after more learning counts too: the newer network scores as well and has also
-        # learned from the failures seen since. (Tuples compare their first items first.)
-        return (avg_reward, step_count) > (self.avg_reward, self.step_count)
-
-
-def train_agent(
-    agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog", stop: "StopRequest"
-) -> Best:
-    """The training loop; returns the best evaluation, whose network is in best_model.pth."""
+def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog") -> None:
+    """The training loop. Every episode goes to `log` (SwanLab, metrics.csv, the console), as
+    the tutorial's loop calls swanlab.log; the best evaluated network goes to best_model.pth."""
     config = agent.config
-    output_dir = Path(config.output_dir)
-    best, env_steps = Best(), 0
+    best = (float("-inf"), -1)  # the best evaluation so far, and the gradient steps behind it
     for episode in range(1, config.episodes + 1):
-        reward, length, updates = train_episode(env, agent, stop)
-        if stop.requested:
-            break  # a cut-short episode is not a result; what came before it is kept
-        env_steps += length
-        stats = EpisodeStats(
-            episode, env_steps, round(time.time() - log.started, 3), reward, length, agent.epsilon
-        )
-        if updates:
-            losses, q_values = zip(*updates, strict=True)
-            stats.loss, stats.q_value = float(np.mean(losses)), float(np.mean(q_values))
+        reward, length, updates = train_episode(env, agent)
+        if stop_requested():
+            break  # Ctrl-C: a cut-short episode is not a result; what came before it is kept
+        log.episode(episode, reward, length, agent.epsilon, updates)
         agent.epsilon = decay_epsilon(agent.epsilon, config)
 
         # While learning, a training episode that reaches the solved reward is checked at once:
         # it may be the policy to keep, and ten more episodes of updates can undo it.
         promising = agent.learning and config.solved_reward > 0 and reward >= config.solved_reward
-        last = episode == config.episodes  # so that the final network is judged too
-        if episode % config.eval_every == 0 or last or promising:
-            stats.eval_avg_reward = agent.evaluate(eval_env, config.eval_episodes)
-            if best.beaten_by(stats.eval_avg_reward, agent.step_count):
-                best = Best(stats.eval_avg_reward, episode, agent.step_count)
-                agent.save_model(output_dir / "best_model.pth")
-                describe_best_model(output_dir / "best_model.json", config, stats, log.started)
-            agent.after_evaluation(stats.eval_avg_reward)
-        if best.episode is not None:
-            stats.best_avg_reward = best.avg_reward
-        log.record(stats, agent.q_net)  # to the console, metrics.csv and the dashboard
-    return best
+        if episode % config.eval_every == 0 or episode == config.episodes or promising:
+            eval_avg_reward = agent.evaluate(eval_env, config.eval_episodes)
+            # A tie after more learning replaces the saved model too: the newer network scores
+            # as well and has also learned from the failures seen since.
+            if (eval_avg_reward, agent.step_count) > best:
+                best = (eval_avg_reward, agent.step_count)
+                agent.save_model(Path(config.output_dir) / "best_model.pth")
+                log.best_model_saved(eval_avg_reward)
+            agent.after_evaluation(eval_avg_reward)
+            log.evaluation(eval_avg_reward, agent.q_net)
 
 
 # ==== Test playback: the best saved model plays with a longer time limit, recorded to mp4 by
-# gymnasium's RecordVideo, and the first episode goes to the dashboard as a GIF.
-VIDEO_PREFIX = "rl-video"
-
-
-def test_playback(config: Config, q_net: QNetwork, dashboard: "Dashboard") -> None:
+# gymnasium's RecordVideo (the first episode goes to the dashboard as a GIF).
+def test_playback(config: Config, q_net: QNetwork, log: "RunLog") -> None:
     """The best model plays config.test_episodes greedy episodes, recorded unless --no-video."""
-    record = not config.no_video
-    render_mode = "rgb_array" if record or config.watch else None
-    # seed + 2: episodes that neither training nor evaluation has seen.
+    # seed + 2: start states that neither training nor evaluation has seen.
     env = make_env(
-        config.seed + 2, render_mode=render_mode, max_episode_steps=config.max_test_steps
+        config.seed + 2, render_mode="rgb_array", max_episode_steps=config.max_test_steps
     )
-    if record:  # gymnasium's RecordVideo, one mp4 per episode, each frame encoded as it is drawn
-        every_episode = dict(episode_trigger=lambda _: True, name_prefix=VIDEO_PREFIX)
-        env = recorder = StreamingRecordVideo(env, config.video_dir, **every_episode)
+    if not config.no_video:  # gymnasium's RecordVideo, one mp4 per episode
+        env = StreamingRecordVideo(env, config.video_dir, log)
     if config.watch:  # and on the screen, at CartPole's real speed: 50 frames a second
         env = Window(env)
     policy = greedy_policy(q_net)
     with env:  # closing it finishes the last video
         for episode in range(config.test_episodes):
             total_reward, _ = greedy_episode(env, policy)
-            print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
-            dashboard.log({"test/reward": total_reward}, episode)
-    if record and config.test_episodes:
-        finish_videos(recorder, dashboard)  # and a GIF for the dashboard, which shows no mp4
+            log.test_episode(episode, total_reward)
 
 
-def train_and_test(config: Config, started: float) -> "Outcome":
+def train_and_test(config: Config, log: "RunLog") -> None:
     """The tutorial's 六、完整代码 from start to end: train, keep the best model, watch it play."""
     env = make_env(config.seed)
     # A separate environment for evaluation, so that evaluating does not disturb training.
     eval_env = make_env(config.seed + 1)
     state_dim, action_dim = env.observation_space.shape[0], env.action_space.n
-    env_sizes = {"state_dim": state_dim, "action_dim": action_dim}
-    # SwanLab draws each run's colour at random: seeding first would give every run the same.
-    with start_swanlab(config, config.experiment_name, env_sizes) as dashboard:
-        set_seed(config.seed)
-        agent = DQNAgent(state_dim, action_dim, config)
-        # closing: the rows since the last evaluation are written however training ends
-        with StopRequest() as stop, contextlib.closing(RunLog(config, dashboard, started)) as log:
-            best = train_agent(agent, env, eval_env, log, stop)
-        outcome = Outcome(dashboard, best, stopped_by=stop.signum)
-        if best.episode is not None and not stop.requested:
-            model = load_model(Path(config.output_dir) / "best_model.pth", state_dim, action_dim)
-            with video_errors_noted(outcome, config):  # a failed video costs no result
-                test_playback(config, model.to(config.device), dashboard)
-        return outcome
+    log.start(state_dim=state_dim, action_dim=action_dim)  # the tutorial's swanlab.init
+    set_seed(config.seed)
+    agent = DQNAgent(state_dim, action_dim, config)
+    train_agent(agent, env, eval_env, log)
+    if log.best_model is not None and not stop_requested():
+        q_net = load_model(log.best_model, state_dim, action_dim)  # what is played is what is kept
+        test_playback(config, q_net.to(config.device), log)
 
 
 # =============================================================================================
 # PLUMBING. The DQN is all above. Below is what makes it a dependable program: the command line,
-# files, SwanLab, the console, the GIF, Ctrl-C, exit codes and two speed workarounds.
+# files, SwanLab, the console, the videos and the window, Ctrl-C, and two speed workarounds.
 # =============================================================================================
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, fields
+
+import requests
+import swanlab
+from gymnasium.wrappers import RecordVideo
+from PIL import Image, ImageDraw, ImageFont
+from torch.optim.adam import adam as adam_update
+from tqdm import tqdm
 
 
 # ---- The command line: one flag per Config field; a bad value is refused in one line ---------
-def checked(kind: type, valid: str | None):
-    """An argparse type: converts a flag's text, refuses values `valid` ('> 0', '(0, 1]') bars."""
+def checked(kind: type, valid: str | None) -> Callable[[str], object]:
+    """An argparse type: converts a flag's text, refuses a value outside `valid`: "> 0" and
+    ">= 1" have no upper end; in "[0, 1]" and "(0, 1]" a square bracket includes its end."""
 
     def convert(text: str):
         try:
@@ -415,14 +358,15 @@ def checked(kind: type, valid: str | None):
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
         if valid is None:
             return value
-        # '>= 1' is '[1, inf]' and '> 0' is '(0, inf]': a bracket includes its end.
-        span = valid.replace(">=", "[").replace(">", "(") + ", inf]" if valid[0] == ">" else valid
-        low, high = (float(end) for end in span[1:-1].split(","))
-        allowed = valid if valid[0] == ">" else f"in {valid}"
-        if not math.isfinite(value):  # inf and nan: a learning rate of inf trains to NaN
-            raise argparse.ArgumentTypeError(f"must be a finite number {allowed}, got {text}")
-        if not ((value > low if span[0] == "(" else value >= low) and value <= high):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        if valid[0] == ">":
+            low, high, closed = float(valid.split()[1]), math.inf, valid[1] == "="
+        else:
+            (low, high), closed = map(float, valid[1:-1].split(",")), valid[0] == "["
+        inside = (value >= low if closed else value > low) and value <= high
+        if not (inside and math.isfinite(value)):
+            finite = "" if math.isfinite(value) else "a finite number "  # --lr inf trains to NaN
+            allowed = valid if valid[0] == ">" else f"in {valid}"
+            raise argparse.ArgumentTypeError(f"must be {finite}{allowed}, got {text}")
         return value
 
     return convert
@@ -483,9 +427,7 @@ def claim_folder(path: Path, flag: str) -> None:
         return
     try:
         path.mkdir(parents=True, exist_ok=True)
-        lock = open(
-            path / ".lock", "a+", encoding="utf-8"
-        )  # this proves that the folder can be written to
+        lock = open(path / ".lock", "a+", encoding="utf-8")  # proves the folder can be written
     except OSError as error:
         reason = "it is a file" if path.is_file() else (error.strerror or str(error))
         raise InputError(f"{flag} {path}: cannot write there ({reason})") from None
@@ -498,10 +440,8 @@ def claim_folder(path: Path, flag: str) -> None:
     except OSError:
         lock.seek(0)
         pid = lock.read().strip() or "unknown"
-        raise InputError(
-            f"{flag} {path}: in use by another run (pid {pid}); let it finish, "
-            f"or give this run another {flag}"
-        ) from None
+        advice = f"let it finish, or give this run another {flag}"
+        raise InputError(f"{flag} {path}: in use by another run (pid {pid}); {advice}") from None
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
     lock.flush()
@@ -523,7 +463,8 @@ def save_atomically(path: Path, write, mode: str = "wb") -> None:
         raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-METRIC_COLUMNS = [f.name for f in fields(EpisodeStats)]
+METRIC_COLUMNS = ["episode", "env_steps", "wall_time_s", "train_reward", "episode_length"]
+METRIC_COLUMNS += ["epsilon", "loss", "q_value", "eval_avg_reward", "best_avg_reward"]
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
@@ -533,14 +474,6 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)  # None becomes an empty cell
 
     save_atomically(path, write, mode="w")
-
-
-def describe_best_model(path: Path, config: Config, stats: EpisodeStats, started: float) -> None:
-    """best_model.json: when the saved model was evaluated, how well, and every setting."""
-    info = {"episode": stats.episode, "eval_avg_reward": stats.eval_avg_reward}
-    info |= {"env_steps": stats.env_steps, "seed": config.seed, "run_started_at": started}
-    info |= {"config": asdict(config), "versions": library_versions()}
-    save_atomically(path, lambda f: json.dump(info, f, indent=2), "w")
 
 
 def library_versions() -> dict[str, str]:
@@ -553,34 +486,23 @@ def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
     if not path.is_file() or path.stat().st_size == 0:
         raise InputError(f"{path}: {'the file is empty' if path.is_file() else 'no such file'}")
     try:
-        # SAFETY: weights_only refuses anything but tensors. A plain pickle can run any code
-        # when loaded, and a "pretrained model" from a stranger is exactly such a file.
+        # SAFETY: a plain pickle can run any code when loaded, and a "pretrained model" from a
+        # stranger is exactly such a file: one that names a function to call is refused unread.
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         with warnings.catch_warnings():  # its warnings would bury the one line that matters
             warnings.simplefilter("ignore")
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        problem = "not a PyTorch model file, or a damaged copy of one"
-        if "GLOBAL" in str(error):  # how PyTorch names the function the file wanted to call
-            problem = "refused: the file asks to run code, not just load weights"
-        raise InputError(f"{path}: {problem}") from None
+            state_dict = None if unsafe else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise InputError(f"{path}: not a PyTorch model file, or a damaged copy of one") from None
+    if unsafe:
+        raise InputError(f"{path}: refused: the file asks to run code, not just load weights")
     q_net = QNetwork(state_dim, action_dim)
-    if problem := state_dict_mismatch(state_dict, q_net.state_dict()):
-        raise InputError(f"{path}: not a CartPole QNetwork: {problem}")
-    q_net.load_state_dict(state_dict)
+    try:  # strict: PyTorch names each missing, unexpected or wrongly shaped entry, a line each
+        q_net.load_state_dict(state_dict)
+    except (RuntimeError, TypeError) as error:
+        problem = (str(error).splitlines()[1:] or [str(error)])[0].strip()  # the first
+        raise InputError(f"{path}: not a CartPole QNetwork: {problem}") from None
     return q_net.eval()
-
-
-def state_dict_mismatch(found: dict, expected: dict) -> str | None:
-    """The first way the `found` state_dict differs from the `expected` one, in words."""
-    if not isinstance(found, dict):
-        return f"it holds a {type(found).__name__}, not a state_dict"
-    for key, tensor in expected.items():
-        if not isinstance(found.get(key), torch.Tensor):
-            return f"{key} is missing"
-        if found[key].shape != tensor.shape:
-            return f"{key} has shape {tuple(found[key].shape)}, expected {tuple(tensor.shape)}"
-    extra = sorted(set(found) - set(expected))
-    return f"unexpected entries {extra}" if extra else None
 
 
 # ---- SwanLab: a mode that never asks for a login, since learners may have no account ---------
@@ -594,146 +516,191 @@ def resolve_swanlab_mode(requested: str, settings: "swanlab.Settings") -> str:
     return "online" if settings.api_key else "local"
 
 
-def start_swanlab(config: Config, experiment_name: str, extra_config: dict) -> "Dashboard":
-    """The SwanLab run, or none: SwanLab failing costs one warning, never the training."""
+def start_swanlab(config: Config, extra_config: dict) -> "swanlab.Run | None":
+    """The SwanLab run, or None: SwanLab failing costs one warning, never the training."""
     try:
         # The library versions go in the config; SwanLab's own listing of every installed
         # package runs `pip list` first, ~0.35 s before the first episode.
         settings = swanlab.Settings(probe={"requirements": False})
         mode = resolve_swanlab_mode(config.swanlab_mode, settings)
         if mode == "disabled":
-            return Dashboard(None)
-        options = dict(project=config.project, experiment_name=experiment_name, settings=settings)
+            return None
+        name = config.experiment_name + ("-play" if config.play else "")
+        options = dict(project=config.project, experiment_name=name, settings=settings)
         options["config"] = {**asdict(config), **extra_config, "versions": library_versions()}
         options["description"] = "DQN on CartPole-v1 (dqn_cartpole.py)"
         if mode == "online":
             try:  # first a 3 s check that the host answers: SwanLab itself retries for ~15 s
                 # With requests, as SwanLab's own client: through HTTPS_PROXY or ALL_PROXY if set.
                 requests.head(settings.api_host, timeout=3)
-                return Dashboard(swanlab.init(mode=mode, **options))
+                return swanlab.init(mode=mode, **options)
             except Exception as error:
                 # No network or a bad key: keep the run, and its curves, on this machine instead.
-                why = (
-                    type(error).__name__ if isinstance(error, requests.RequestException) else error
-                )
+                why = error
+                if isinstance(error, requests.RequestException):  # its text is a paragraph
+                    why = f"{settings.api_host}: {type(error).__name__}"
                 warn(f"SwanLab cloud unavailable ({why}); logging locally instead.")
                 mode = "local"
-        return Dashboard(swanlab.init(mode=mode, reinit=True, **options))
+        return swanlab.init(mode=mode, reinit=True, **options)
     except Exception as error:  # e.g. a file named swanlog, or a folder that cannot be written
         reason = (
-            error.errors()[0]["msg"] if hasattr(error, "errors") else " ".join(str(error).split())
+            error.errors()[0]["msg"] if hasattr(error, "errors") else " ".join(f"{error}".split())
         )
         warn(f"SwanLab could not start ({reason}); no dashboard, metrics.csv has every value.")
-        return Dashboard(None)
+        return None
 
 
-class Dashboard:
-    """The SwanLab run, if any. A SwanLab failure costs one warning, never the training."""
+# ---- What a run reports: the dashboard, metrics.csv, best_model.json and the console ---------
+# The dashboard's name of each number; the eval/ ones are logged only when there was one.
+CHARTS = {"train_reward": "train/reward", "episode_length": "train/episode_length"}
+CHARTS |= {"epsilon": "train/epsilon", "loss": "train/loss", "q_value": "train/q_value"}
+CHARTS |= {"eval_avg_reward": "eval/avg_reward", "best_avg_reward": "eval/best_avg_reward"}
+# The console's name and format of each number: aligned in the lines, tight in the bar.
+NUMBERS = {"episode": ("episode", "4d"), "env_steps": ("steps", "7d")}
+NUMBERS |= {"train_reward": ("reward", "5.0f"), "epsilon": ("ε", ".3f")}
+NUMBERS |= {"loss": ("loss", "7.4f"), "q_value": ("Q", "6.2f")}
+NUMBERS |= {"eval_avg_reward": ("eval", "5.1f"), "best_avg_reward": ("best", "5.1f")}
+IN_THE_BAR = ["env_steps", "train_reward", "epsilon", "eval_avg_reward", "best_avg_reward"]
 
-    def __init__(self, run: "swanlab.Run | None"):
-        self.run, self.broken = run, False
 
-    def log(self, data: dict, step: int) -> None:
+def numbers_line(row: dict, keys=NUMBERS, aligned: bool = True) -> str:
+    """ "episode   10 | steps     245 | ...": the numbers of `keys` that are not None."""
+    shown = [(*NUMBERS[key], row[key]) for key in keys if row.get(key) is not None]
+    strip = "" if aligned else "0123456789"  # the widths
+    return " | ".join(f"{name} {value:{spec.lstrip(strip)}}" for name, spec, value in shown)
+
+
+class RunLog:
+    """What a run reports, in one object: the SwanLab run (the dashboard), metrics.csv,
+    best_model.json and the console, and how the run ended. As a context manager it ends the
+    SwanLab run and writes metrics.csv however the run ends, notes a video that could not be
+    made (exit code 3), and takes a closed window as the end of the playback."""
+
+    def __init__(self, config: Config, started: float):
+        self.config, self.started, self.output = config, started, Path(config.output_dir)
+        self.run, self.broken, self.bar, self.rows = None, False, None, []
+        self.env_steps, self.last_eval, self.best_avg_reward = 0, None, None
+        self.best_model, self.best_episode = None, None  # once this run has saved a model
+        self.making_videos, self.video_error = False, None
+
+    def start(self, **extra_config) -> None:
+        """The SwanLab run (the lesson seeds only after it: SwanLab picks each run's colour at
+        random), and the progress bar: live on a terminal; in a log file, CI or a notebook,
+        nothing but the evaluation lines, without any "\\r"."""
+        self.run = start_swanlab(self.config, extra_config)
+        live = sys.stdout.isatty() and not self.config.play
+        look = "episode {n_fmt}/{total_fmt} {bar:20} {desc}"
+        self.bar = tqdm(total=self.config.episodes, bar_format=look, disable=not live)
+        self.bar_started = time.perf_counter()  # time.time() steps by 15.6 ms on Windows
+
+    def chart(self, data: dict, step: int) -> None:
+        """To the dashboard. A value given as a function is made here, under the guard: any
+        SwanLab failure costs one warning, and SwanLab is left alone after it."""
         if self.run is None or self.broken:
             return
-        try:  # a value given as a function is made here, where its failure costs one warning
+        try:
             self.run.log({k: v() if callable(v) else v for k, v in data.items()}, step=step)
         except Exception as error:
             self.broken = True
             warn(f"SwanLab stopped logging ({error}); training goes on, metrics.csv has it all.")
 
-    def finish(self, state: str = "success", error: str | None = None) -> None:
-        if self.run is not None:
-            with contextlib.suppress(Exception):
-                self.run.finish(state=state, error=error)
+    def episode(self, episode: int, reward: float, length: int, epsilon: float, updates) -> None:
+        """A training episode: its row of metrics.csv, its train/ charts, the progress bar."""
+        self.env_steps += length
+        loss = q_value = None
+        if updates:  # the means over the episode's gradient steps
+            losses, q_values = zip(*updates, strict=True)
+            loss, q_value = float(np.mean(losses)), float(np.mean(q_values))
+        wall_time_s = round(time.time() - self.started, 3)
+        numbers = [episode, self.env_steps, wall_time_s, reward, length, epsilon, loss, q_value]
+        row = dict(zip(METRIC_COLUMNS, [*numbers, None, self.best_avg_reward], strict=True))
+        self.rows.append(row)
+        self.chart({CHARTS[k]: row[k] for k in METRIC_COLUMNS[3:8] if row[k] is not None}, episode)
+        self.show_progress()
+        self.bar.update()
 
-    def __enter__(self) -> "Dashboard":
-        return self
+    def best_model_saved(self, eval_avg_reward: float) -> None:
+        """best_model.json beside the model: when it was evaluated, how well, every setting."""
+        row = self.rows[-1]
+        self.best_model, self.best_episode = self.output / "best_model.pth", row["episode"]
+        info = {"episode": row["episode"], "eval_avg_reward": eval_avg_reward}
+        info |= {"env_steps": row["env_steps"], "seed": self.config.seed}
+        info |= {"run_started_at": self.started, "config": asdict(self.config)}
+        info["versions"] = library_versions()
+        save_atomically(
+            self.output / "best_model.json", lambda f: json.dump(info, f, indent=2), "w"
+        )
 
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is not None:  # a second signal, a full disk: the run ends, marked as it ended
-            if issubclass(kind, KeyboardInterrupt):
-                self.finish("aborted")
-            else:
-                self.finish("crashed", f"{kind.__name__}: {error}")
+    def evaluation(self, eval_avg_reward: float, q_net: QNetwork) -> None:
+        """An evaluation: metrics.csv saved, a line printed, the eval/ charts logged with a
+        picture of what q_net's greedy policy does, state by state."""
+        row, self.last_eval = self.rows[-1], eval_avg_reward
+        self.best_avg_reward = max(eval_avg_reward, self.best_avg_reward or -math.inf)
+        row |= {"eval_avg_reward": eval_avg_reward, "best_avg_reward": self.best_avg_reward}
+        write_metrics(self.output / "metrics.csv", self.rows)
+        tqdm.write(numbers_line(row), file=sys.stdout)
+        sys.stdout.flush()
+        charts = {CHARTS[k]: row[k] for k in METRIC_COLUMNS[8:]}
+        caption = f"episode {row['episode']}"  # the picture is drawn only if SwanLab logs it
+        charts["eval/policy"] = lambda: swanlab.Image(policy_image(q_net), caption=caption)
+        self.chart(charts, row["episode"])
+        self.show_progress()
+        self.bar.refresh()
+
+    def show_progress(self) -> None:
+        numbers = numbers_line(
+            self.rows[-1] | {"eval_avg_reward": self.last_eval}, IN_THE_BAR, False
+        )
+        rate = self.env_steps / (time.perf_counter() - self.bar_started)
+        self.bar.set_description_str(f"{numbers} | {rate:.0f} steps/s", refresh=False)
+
+    def test_episode(self, episode: int, total_reward: float) -> None:
+        print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
+        self.chart({"test/reward": total_reward}, episode)
 
     def where(self) -> str:
+        """Where the dashboard is: a URL, or a command to paste into the user's shell."""
         if self.run is None:
             return "SwanLab: disabled"
         if self.run.mode == "online":
             return f"SwanLab: {self.run.url}"
-        if self.run.mode == "local":
-            swanlab_cli = (
-                ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
+        if self.run.mode == "offline":
+            return f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
+        swanlab_cli = (
+            ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
+        )
+        return "Dashboard: " + shell_command(
+            [*swanlab_cli, "watch", str(Path(self.run.dir).parent)]
+        )
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if self.bar is not None:
+            self.bar.close()
+        if kind is WindowClosed:
+            print("The window was closed: no more test episodes.", flush=True)
+        elif (
+            self.making_videos
+            and isinstance(error, Exception)
+            and not isinstance(error, WriteError)
+        ):
+            self.video_error = (  # a full disk is exit 4; this is a library missing or broken
+                f"the test video could not be made ({type(error).__name__}: {error}). Reinstall "
+                "with `pip install -r requirements.txt` (moviepy, pygame), or use --no-video."
             )
-            return "Dashboard: " + shell_command(
-                [*swanlab_cli, "watch", str(Path(self.run.dir).parent)]
-            )
-        return f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
-
-
-# ---- The console and metrics.csv ---------------------------------------------------------------
-# The dashboard's name of each number; the eval/ ones are logged only when there was one.
-CHARTS = {
-    "train_reward": "train/reward",
-    "episode_length": "train/episode_length",
-    "epsilon": "train/epsilon",
-    "loss": "train/loss",
-    "q_value": "train/q_value",
-    "eval_avg_reward": "eval/avg_reward",
-    "best_avg_reward": "eval/best_avg_reward",
-}
-
-
-class RunLog:
-    """Each episode's numbers, to the console, metrics.csv and the dashboard."""
-
-    def __init__(self, config: Config, dashboard: Dashboard, started: float):
-        self.csv_path, self.dashboard = Path(config.output_dir) / "metrics.csv", dashboard
-        self.started, self.rows, self.last_eval = started, [], None
-        # On a terminal, a live bar with a line kept above it at each evaluation. In a log file,
-        # CI or a notebook's captured output, the evaluation lines alone, without any "\r".
-        look = "episode {n_fmt}/{total_fmt} {bar:20} {desc}"
-        self.bar = tqdm(total=config.episodes, bar_format=look, disable=not sys.stdout.isatty())
-        # perf_counter: on Windows before Python 3.13, time.time() and time.monotonic() advance
-        # in steps of 15.6 ms, longer than the first episodes take, and a rate would be x / 0.
-        self.bar_started = time.perf_counter()
-
-    def record(self, stats: EpisodeStats, q_net: QNetwork) -> None:
-        self.rows.append(row := asdict(stats))
-        charts = {name: row[key] for key, name in CHARTS.items() if row[key] is not None}
-        if stats.eval_avg_reward is None:  # the best so far is charted at evaluations only
-            charts = {name: value for name, value in charts.items() if name.startswith("train/")}
-        else:
-            write_metrics(self.csv_path, self.rows)  # kept safe at every evaluation
-            self.last_eval = stats.eval_avg_reward
-            # What the greedy agent does, state by state; drawn only if the dashboard logs it.
-            caption = f"episode {stats.episode}"
-            charts["eval/policy"] = lambda: swanlab.Image(policy_image(q_net), caption=caption)
-            tqdm.write(progress_line(stats), file=sys.stdout)
-            sys.stdout.flush()
-        self.dashboard.log(charts, stats.episode)
-        line = f"steps {stats.env_steps} | reward {stats.train_reward:.0f} | ε {stats.epsilon:.3f}"
-        if self.last_eval is not None:
-            line += f" | eval {self.last_eval:.1f} | best {stats.best_avg_reward:.1f}"
-        rate = stats.env_steps / (time.perf_counter() - self.bar_started)
-        self.bar.set_description_str(f"{line} | {rate:.0f} steps/s", refresh=False)
-        self.bar.update()
-
-    def close(self) -> None:
-        self.bar.close()
-        if self.rows:
-            write_metrics(self.csv_path, self.rows)
-
-
-def progress_line(stats: EpisodeStats) -> str:
-    line = f"episode {stats.episode:4d} | steps {stats.env_steps:7d} "
-    line += f"| reward {stats.train_reward:5.0f} | ε {stats.epsilon:.3f}"
-    if stats.loss is not None:
-        line += f" | loss {stats.loss:7.4f} | Q {stats.q_value:6.2f}"
-    if stats.eval_avg_reward is not None:
-        line += f" | eval {stats.eval_avg_reward:5.1f} | best {stats.best_avg_reward:5.1f}"
-    return line
+        handled = kind is WindowClosed or self.video_error is not None
+        try:
+            if self.rows:  # the rows since the last evaluation, however training ended
+                write_metrics(self.output / "metrics.csv", self.rows)
+        finally:
+            aborted = stop_requested() or kind is KeyboardInterrupt
+            state = "aborted" if aborted else "crashed" if kind and not handled else "success"
+            reason = f"{kind.__name__}: {error}" if state == "crashed" else None
+            with contextlib.suppress(Exception):
+                self.run and self.run.finish(state=state, error=reason)
+        return handled
 
 
 LEFT, RIGHT = (0, 114, 178), (230, 159, 0)  # blue and orange: told apart in colour blindness too
@@ -742,8 +709,6 @@ LEFT, RIGHT = (0, 114, 178), (230, 159, 0)  # blue and orange: told apart in col
 def policy_image(q_net: QNetwork, angle: float = 0.21, spin: float = 2.0, cells: int = 64):
     """The greedy action over pole angle × angular velocity, the cart at rest at the centre,
     as a small PIL image: at ±0.21 rad the episode ends."""
-    from PIL import ImageDraw, ImageFont
-
     grid = (np.arange(cells) + 0.5) / cells * 2 - 1  # cell centres, from -1 to 1
     angles, spins = np.meshgrid(grid * angle, -grid * spin)  # the top row spins fastest right
     states = np.zeros((cells * cells, 4), np.float32)
@@ -759,21 +724,24 @@ def policy_image(q_net: QNetwork, angle: float = 0.21, spin: float = 2.0, cells:
     draw = ImageDraw.Draw(image)
     draw.line([(x0 + mid, y0), (x0 + mid, y0 + size - 1)], "white")  # the pole upright
     draw.line([(x0, y0 + mid), (x0 + size - 1, y0 + mid)], "white")  # the pole still
-    draw.text((image.width // 2, 4), "greedy action, cart at rest", ink, font, anchor="mt")
-    for at, side, value in ((0, "l", -angle), (mid, "m", 0), (size, "r", angle)):
-        draw.text((x0 + at, y0 + size + 3), f"{value:g}", ink, font, anchor=side + "t")
-    for at, side, value in ((0, "a", spin), (mid, "m", 0), (size, "d", -spin)):
-        draw.text((x0 - 4, y0 + at), f"{value:g}", ink, font, anchor="r" + side)
-    draw.text((x0 + mid, y0 + size + f + 7), "pole angle (rad)", ink, font, anchor="mt")
-    label = Image.new("RGB", (size + 2 * f, f + 4), "white")  # Pillow writes level: turn it
-    ImageDraw.Draw(label).text(
-        (mid + f, f // 2 + 2), "angular velocity (rad/s)", ink, font, anchor="mm"
-    )
-    image.paste(label.rotate(90, expand=True), (2, y0 - f))
+    labels = [((image.width // 2, 4), "greedy action, cart at rest", "mt")]
+    labels += [((x0 + mid, y0 + size + f + 7), "pole angle (rad)", "mt")]
+    for at, x_side, y_side, a, s in zip(
+        (0, mid, size), "lmr", "amd", (-angle, 0, angle), (spin, 0, -spin), strict=True
+    ):
+        labels += [
+            ((x0 + at, y0 + size + 3), f"{a:g}", x_side + "t"),
+            ((x0 - 4, y0 + at), f"{s:g}", "r" + y_side),
+        ]
     for row, (name, colour) in enumerate((("push left", LEFT), ("push right", RIGHT))):
         x, y = x0 + size + 10, y0 + mid + (row - 1) * (f + 8)
         draw.rectangle([x, y, x + f - 2, y + f - 2], fill=colour)
-        draw.text((x + f + 4, y + f // 2 - 1), name, ink, font, anchor="lm")
+        labels += [((x + f + 4, y + f // 2 - 1), name, "lm")]
+    for xy, text, anchor in labels:
+        draw.text(xy, text, ink, font, anchor=anchor)
+    label = Image.new("RGB", (size + 2 * f, f + 4), "white")  # Pillow writes level: turn it
+    ImageDraw.Draw(label).text((mid + f, f // 2 + 2), "angular velocity (rad/s)", ink, font, "mm")
+    image.paste(label.rotate(90, expand=True), (2, y0 - f))
     return image
 
 
@@ -784,58 +752,49 @@ def shell_command(args: list[str]) -> str:
 
 
 def python_command() -> str:
-    """The Python running this script, as the user can type it: its name if that is what the
+    """The Python running this script as the user can type it: its name if that is what the
     PATH finds (python, python3), else its whole path (a virtual environment not activated)."""
     found = shutil.which(Path(sys.executable).name)
-    if found and os.path.samefile(found, sys.executable):
-        return Path(sys.executable).name
-    return sys.executable
+    same = found is not None and os.path.samefile(found, sys.executable)
+    return Path(sys.executable).name if same else sys.executable
 
 
-def videos_hint(model: Path) -> str:
-    # The script as the user named it (python dqn_cartpole.py, or a path to it), else in full.
-    script = sys.argv[0] if Path(sys.argv[0]).name == Path(__file__).name else __file__
-    return " To record the videos: " + shell_command(
-        [python_command(), script, "--play", str(model)]
-    )
+def stop_line(signum: int, log: RunLog) -> str:
+    """ "Stopped by SIGTERM." and, if this run saved a model, the command that records its
+    videos, with the script named as the user named it (dqn_cartpole.py, or a path to it)."""
+    line = f"Stopped by {signal_name(signum)}."
+    if log.best_model is not None:
+        script = sys.argv[0] if Path(sys.argv[0]).name == Path(__file__).name else __file__
+        play = [python_command(), script, "--play", str(log.best_model)]
+        line += f" To record the videos: {shell_command(play)}"
+    return line
 
 
 def warn(message: str) -> None:
     tqdm.write(f"warning: {message}", file=sys.stderr)  # above the progress bar, if there is one
 
 
-# ---- The videos and the GIF ------------------------------------------------------------------
-@contextlib.contextmanager
-def video_errors_noted(outcome: "Outcome", config: Config):
-    """A video that cannot be made is noted in `outcome` (exit code 3), the results kept."""
-    try:
-        yield
-    except WindowClosed:
-        print("The window was closed: no more test episodes.", flush=True)
-    except Exception as error:
-        if config.no_video or isinstance(error, WriteError):
-            raise
-        outcome.video_error = (
-            f"the test video could not be made ({type(error).__name__}: {error}). "
-            "Reinstall with `pip install -r requirements.txt` (moviepy, pygame), or use --no-video."
-        )
+# ---- The videos, the GIF and the window ------------------------------------------------------
+VIDEO_PREFIX = "rl-video"
 
 
 class StreamingRecordVideo(RecordVideo):
     """RecordVideo that hands each frame to ffmpeg as it is drawn. RecordVideo keeps a whole
     episode in memory (1500 frames: 1 GB) and encodes it at the end; here memory stays flat and
-    ffmpeg encodes on the other core while pygame draws. It also keeps the GIF's frames."""
+    ffmpeg encodes on the other core while pygame draws. Each mp4 is written under a temporary
+    name and kept only once its episode has ended; the first also becomes the dashboard's GIF."""
 
     GIF_STEP, GIF_SECONDS, GIF_SIZE = 3, 10, (240, 160)  # 50 fps / 3: 16.7 fps, 2/5 the size
 
-    def __init__(self, env: gym.Env, video_folder: str, **options):
-        if any(Path(video_folder).glob(f"{options['name_prefix']}-*")):
+    def __init__(self, env: gym.Env, video_folder: str, log: RunLog):
+        log.making_videos = True  # from here on, what fails costs the video only (exit 3)
+        if any(Path(video_folder).glob(f"{VIDEO_PREFIX}-*")):
             print(f"Replacing the videos in {video_folder}/", flush=True)
         with warnings.catch_warnings():  # its own "overwriting" notice, said above in plain words
             warnings.simplefilter("ignore")
-            super().__init__(env, video_folder, **options)
-        self.folder, self.ffmpeg, self.episode_over = Path(video_folder), None, False
-        self.gif_frames, self.keep_gif = [], True
+            super().__init__(env, video_folder, lambda _: True, name_prefix=VIDEO_PREFIX)
+        self.log, self.folder, self.ffmpeg = log, Path(video_folder), None
+        self.episode_over, self.gif_frames, self.keep_gif = False, [], True
 
     def reset(self, **options):
         self.episode_over = False
@@ -846,26 +805,24 @@ class StreamingRecordVideo(RecordVideo):
         self.episode_over = result[2] or result[3]  # terminated or truncated
         return result
 
-    def close(self) -> None:
-        if self.recording and not self.episode_over and self.ffmpeg is not None:
-            self._abandon()  # stopped mid-episode: the earlier video stays as it was
-        super().close()
-
-    def _paths(self) -> tuple[Path, Path]:
-        # Written under a temporary name: a video cut short never replaces a whole one.
-        name = self._video_name
-        return self.folder / f".{name}.tmp.mp4", self.folder / f"{name}.mp4"
+    def start_recording(self, video_name: str) -> None:
+        super().start_recording(video_name)  # a video cut short never replaces a whole one:
+        self.tmp, self.path = (
+            self.folder / f".{video_name}.tmp.mp4",
+            self.folder / f"{video_name}.mp4",
+        )
 
     def _capture_frame(self) -> None:
+        stop_at_once_if_requested()
         frame, size = draw_cartpole(self.env.unwrapped)
         self.recorded_frames.append(None)  # RecordVideo counts them against video_length
         number = len(self.recorded_frames) - 1
         if self.ffmpeg is None:
-            self.ffmpeg = start_ffmpeg(self._paths()[0], size, self.frames_per_sec)
+            self.ffmpeg = start_ffmpeg(self.tmp, size, self.frames_per_sec)
         try:
             self.ffmpeg.stdin.write(frame)
         except OSError:  # ffmpeg has stopped: its own message says why
-            raise self._abandon() from None
+            raise self.abandon() from None
         if self.keep_gif and number < self.GIF_SECONDS * self.frames_per_sec:
             if number % self.GIF_STEP == 0:  # CartPole has a handful of colours: 8 will do
                 small = Image.frombytes("RGB", size, frame).resize(self.GIF_SIZE)
@@ -876,23 +833,43 @@ class StreamingRecordVideo(RecordVideo):
             with contextlib.suppress(OSError):
                 self.ffmpeg.stdin.close()  # ffmpeg encodes what it still holds, ends the file
             if self.ffmpeg.wait() != 0:
-                raise self._abandon()
-            os.replace(*self._paths())
+                raise self.abandon()
+            os.replace(self.tmp, self.path)
             self.ffmpeg = None
         self.keep_gif = False  # the GIF is the start of the first video only
         self.recorded_frames, self.recording, self._video_name = [], False, None
 
-    def _abandon(self) -> "WriteError":
+    def abandon(self) -> WriteError:
         """Stop ffmpeg and remove the unfinished file; say why it failed, in ffmpeg's words."""
         self.ffmpeg.kill()
         self.ffmpeg.wait()
         self.ffmpeg.log.seek(0)
         said = self.ffmpeg.log.read().decode(errors="replace").splitlines()
         reason = said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped"  # the first cause
-        tmp, path = self._paths()
-        tmp.unlink(missing_ok=True)
+        self.tmp.unlink(missing_ok=True)
         self.ffmpeg, self.recorded_frames, self.recording = None, [], False
-        return WriteError(f"cannot write {path}: {reason}")
+        return WriteError(f"cannot write {self.path}: {reason}")
+
+    def close(self) -> None:
+        cut_short = self.recording and not self.episode_over
+        if cut_short and self.ffmpeg is not None:
+            self.abandon()  # stopped mid-episode: an earlier video of that name stays as it was
+        super().close()  # and the last whole one is finished
+        if cut_short or self.episode_id < 0:
+            return
+        for old in self.folder.glob(f"{VIDEO_PREFIX}-episode-*.mp4"):  # an earlier, longer run's
+            if int(old.stem.rsplit("-", 1)[1]) > self.episode_id:
+                old.unlink()
+        gif = self.folder / f"{VIDEO_PREFIX}-episode-0.gif"  # the dashboard shows no mp4
+        try:
+            save_gif(self.gif_frames, gif, 1000 * self.GIF_STEP // self.frames_per_sec)
+            self.log.chart({"test/video": swanlab.Video(str(gif), caption="test episode 0")}, 0)
+        except Exception as error:  # the mp4 files are there; the GIF is a bonus
+            warn(f"no GIF for the dashboard ({type(error).__name__}: {error})")
+
+
+def save_gif(frames: list, path: Path, delay_ms: int) -> None:
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=delay_ms, loop=0)
 
 
 def draw_cartpole(cartpole: gym.Env) -> tuple[bytes, tuple[int, int]]:
@@ -910,69 +887,6 @@ def draw_cartpole(cartpole: gym.Env) -> tuple[bytes, tuple[int, int]]:
     return pygame.image.tobytes(cartpole.screen, "RGB"), cartpole.screen.get_size()
 
 
-class WindowClosed(Exception):
-    """The learner closed the window that --watch opened."""
-
-
-class Window(gym.Wrapper):
-    """Shows each frame in a window at the environment's own pace (CartPole: 50 frames a
-    second), as gymnasium's HumanRendering does, and ends playback when the window is closed.
-    (HumanRendering cannot sit beside RecordVideo: each refuses the other's render mode.)"""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        import pygame
-
-        self.pygame, self.window, self.clock = pygame, None, pygame.time.Clock()
-
-    def reset(self, **options):
-        result = super().reset(**options)
-        self.show()
-        return result
-
-    def step(self, action):
-        result = super().step(action)
-        self.show()
-        return result
-
-    def show(self) -> None:
-        pygame = self.pygame
-        frame, size = draw_cartpole(self.env.unwrapped)
-        if self.window is None:
-            pygame.display.init()
-            self.window = pygame.display.set_mode(size)
-            pygame.display.set_caption("CartPole-v1 · dqn_cartpole.py")
-        self.window.blit(pygame.image.frombuffer(frame, size, "RGB"), (0, 0))
-        pygame.display.flip()
-        if pygame.event.get(pygame.QUIT):
-            raise WindowClosed
-        self.clock.tick(self.metadata["render_fps"])
-
-    def close(self) -> None:
-        if self.window is not None:
-            self.pygame.display.quit()
-        super().close()
-
-
-def check_screen() -> None:
-    """Raise InputError unless a window can be shown: SDL would quietly draw off-screen."""
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    ):
-        driver = None  # no X or Wayland: asking SDL prints its own complaints first
-    else:
-        import pygame
-
-        pygame.display.init()
-        driver = pygame.display.get_driver()
-        pygame.display.quit()
-    if driver in (None, "offscreen", "dummy") and "SDL_VIDEODRIVER" not in os.environ:
-        raise InputError(
-            "--watch: no screen to open a window on here (no DISPLAY: over SSH, say); "
-            "without --watch the test episodes are still recorded"
-        )
-
-
 def start_ffmpeg(path: Path, size: tuple[int, int], fps: int) -> subprocess.Popen:
     """ffmpeg, reading raw RGB frames on its stdin, writing H.264 as RecordVideo's moviepy does."""
     import imageio_ffmpeg  # the ffmpeg that moviepy installs
@@ -984,71 +898,102 @@ def start_ffmpeg(path: Path, size: tuple[int, int], fps: int) -> subprocess.Pope
     command += ["-c:v", "libx264", "-preset", "ultrafast", "-threads", "1"]
     command += ["-pix_fmt", "yuv420p", str(path)]
     log = tempfile.TemporaryFile()  # ffmpeg's messages: a file, which never fills up as a pipe can
-    # Its own session (on Windows, process group): Ctrl-C reaches this script, which decides,
-    # and not ffmpeg.
-    alone = dict(
-        start_new_session=True, creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+    # Its own session (process group on Windows): Ctrl-C reaches this script, which decides.
+    group = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+    ffmpeg = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stderr=log, start_new_session=True, creationflags=group
     )
-    ffmpeg = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=log, **alone)
     ffmpeg.log = log
     return ffmpeg
 
 
-def finish_videos(recorder: StreamingRecordVideo, dashboard: Dashboard) -> None:
-    """Remove the videos of an earlier, longer run; put a GIF of the first on the dashboard."""
-    folder, recorded = recorder.folder, recorder.episode_id + 1
-    for old in folder.glob(f"{VIDEO_PREFIX}-episode-*.mp4"):
-        if int(old.stem.rsplit("-", 1)[1]) >= recorded:
-            old.unlink()
-    gif = folder / f"{VIDEO_PREFIX}-episode-0.gif"
+class WindowClosed(Exception):
+    """The learner closed the window that --watch opened."""
+
+
+class Window(gym.Wrapper):
+    """Each frame in a window at the environment's own pace (CartPole: 50 frames a second), as
+    gymnasium's HumanRendering shows it, which cannot sit beside RecordVideo (each refuses the
+    other's render mode). Closing the window ends the playback."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        import pygame
+
+        self.pygame, self.window, self.clock = pygame, None, pygame.time.Clock()
+
+    def reset(self, **options):
+        return self.show(super().reset(**options))
+
+    def step(self, action):
+        return self.show(super().step(action))
+
+    def show(self, result):
+        """Show the frame of the state that `result` holds, at the pace of real time."""
+        stop_at_once_if_requested()
+        pygame, (frame, size) = self.pygame, draw_cartpole(self.env.unwrapped)
+        if self.window is None:
+            pygame.display.init()
+            self.window = pygame.display.set_mode(size)
+            pygame.display.set_caption("CartPole-v1 · dqn_cartpole.py")
+        self.window.blit(pygame.image.frombuffer(frame, size, "RGB"), (0, 0))
+        pygame.display.flip()
+        if pygame.event.get(pygame.QUIT):
+            raise WindowClosed
+        self.clock.tick(self.metadata["render_fps"])
+        return result
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.pygame.display.quit()
+        super().close()
+
+
+# ---- Stopping: Ctrl-C, SIGTERM, SIGHUP, one way ----------------------------------------------
+# What Ctrl-C, `timeout`, `kill`, `docker stop`, a job scheduler or a closed terminal send.
+STOP_SIGNALS = [getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
+stop_signal: int | None = None  # the first stop signal of this run, once one has come
+
+
+def stop_requested() -> bool:
+    """Has a stop signal come? The training loop then ends after its current step."""
+    return stop_signal is not None
+
+
+def stop_at_once_if_requested() -> None:
+    """Where there is no step to finish (a frame of a test video), a stop is at once."""
+    if stop_signal is not None:
+        raise KeyboardInterrupt(stop_signal)
+
+
+def on_stop_signal(signum: int, frame) -> None:
+    """The first signal asks for a stop after the current step; the second stops at once."""
+    global stop_signal
+    if stop_signal is not None:
+        raise KeyboardInterrupt(signum)
+    stop_signal = signum
+    tqdm.write(f"\n{signal_name(signum)}: stopping after this step (again to quit at once).")
+
+
+@contextlib.contextmanager
+def stop_signals_handled():
+    """on_stop_signal for each stop signal while main() runs, then the handlers as they were.
+    A signal ignored when the script starts stays ignored: `nohup` starts it with SIGHUP
+    ignored, and a shell starts a background job with SIGINT ignored."""
+    global stop_signal
+    stop_signal = None
+    handled = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {s: signal.signal(s, on_stop_signal) for s in handled}
     try:
-        save_gif(recorder.gif_frames, gif, 1000 * recorder.GIF_STEP // recorder.frames_per_sec)
-        dashboard.log({"test/video": swanlab.Video(str(gif), caption="test episode 0")}, 0)
-    except Exception as error:  # the mp4 files are there; the GIF is a bonus
-        warn(f"no GIF for the dashboard ({type(error).__name__}: {error})")
+        yield
+    finally:
+        stop_signal = None
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
-def save_gif(frames: list, path: Path, delay_ms: int) -> None:
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=delay_ms, loop=0)
-
-
-# ---- Ctrl-C, SIGTERM, SIGHUP: while training, finish the step, keep what was learned, stop ----
 def signal_name(signum: int) -> str:
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-
-
-def stop_at_once(signum: int, frame) -> None:
-    raise KeyboardInterrupt(signum)  # as Ctrl-C does, with the signal's number
-
-
-# What `timeout`, `kill`, `docker stop`, a scheduler or a closed terminal send, and Ctrl-C.
-STOP_SIGNALS = [
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-]
-
-
-def handled_signals() -> list[int]:
-    """The stop signals less those ignored: `nohup` starts the script with SIGHUP ignored, a
-    shell's background job with SIGINT ignored, and a signal ignored then stays ignored."""
-    return [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
-
-
-class StopRequest:
-    requested, signum = False, None
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self._on_signal) for s in handled_signals()}
-        return self
-
-    def _on_signal(self, signum: int, frame) -> None:
-        self.requested, self.signum = True, signum
-        for s in handled_signals():  # the next one stops at once
-            signal.signal(s, stop_at_once)
-        tqdm.write(f"\n{signal_name(signum)}: stopping after this step (again to quit at once).")
-
-    def __exit__(self, *exc_info) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
 
 
 # ---- Speed workarounds, each measured (README, "How fast") -----------------------------------
@@ -1080,9 +1025,10 @@ def greedy_policy(q_net: QNetwork) -> Callable[[np.ndarray], int]:
 class FusedAdam:
     """Adam as torch.optim.Adam(params, lr, fused=True) does it, bit for bit (tested)."""
 
-    # WHY NOT torch.optim.Adam: its first use imports PyTorch's compiler (~0.9 s), and each step
-    # passes through compiler guards (~80 µs, a sixth of a gradient step). Seed 5 reached its
-    # first perfect evaluation 1.5 s sooner without them. PyTorch's functional Adam has neither.
+    # WHY NOT torch.optim.Adam(..., fused=True): its first use imports PyTorch's compiler
+    # (~0.9 s), and each step passes through compiler guards (~80 µs, a sixth of a gradient
+    # step). Seed 11 reached its first perfect evaluation in 8.0-8.4 s with this class and in
+    # 10.1-10.2 s with torch.optim.Adam(fused=True). PyTorch's functional Adam has neither cost.
     DEFAULTS = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False)
 
     def __init__(self, params, lr: float):
@@ -1105,49 +1051,32 @@ class FusedAdam:
 
 
 # ---- main(): the only entry point ------------------------------------------------------------
-@dataclass
-class Outcome:
-    """How a run ended, for its closing lines and its exit code."""
-
-    dashboard: Dashboard
-    best: Best | None = None  # None: --play, nothing was trained
-    stopped_by: int | None = None  # the signal that ended training early
-    video_error: str | None = None
+def play_saved_model(config: Config, log: RunLog) -> None:
+    q_net = load_model(Path(config.play), state_dim=4, action_dim=2)
+    log.start()
+    test_playback(config, q_net.to(config.device), log)
 
 
-def play_saved_model(config: Config) -> Outcome:
-    q_net = load_model(Path(config.play), state_dim=4, action_dim=2).to(config.device)
-    with start_swanlab(config, f"{config.experiment_name}-play", {}) as dashboard:
-        outcome = Outcome(dashboard)
-        with video_errors_noted(outcome, config):
-            test_playback(config, q_net, dashboard)
-        return outcome
-
-
-def report(config: Config, outcome: Outcome, started: float) -> int:
+def report(config: Config, log: RunLog) -> int:
     """Print the closing lines; return the exit code (see main)."""
-    outcome.dashboard.finish("aborted" if outcome.stopped_by else "success")
-    model_path = Path(config.output_dir) / "best_model.pth"
-    saved = outcome.best is not None and outcome.best.episode is not None
-    if (best := outcome.best) is not None:
-        if saved:
-            print(f"\nBest evaluation: {best.avg_reward:.1f} (episode {best.episode})")
-            print(f"Model:   {model_path}")
+    if not config.play:
+        if log.best_model is not None:
+            print(f"\nBest evaluation: {log.best_avg_reward:.1f} (episode {log.best_episode})")
+            print(f"Model:   {log.best_model}")
         else:  # stopped before the first evaluation
             print("\nNo evaluation yet, so no model was saved.")
-        if (metrics := Path(config.output_dir) / "metrics.csv").exists():
+        if (metrics := log.output / "metrics.csv").exists():
             print(f"Metrics: {metrics}")
-        print(f"Total time: {time.time() - started:.1f} s")
-    if outcome.stopped_by:
-        hint = videos_hint(model_path) if saved else ""
-        print(f"Stopped by {signal_name(outcome.stopped_by)}.{hint}")
-        print(outcome.dashboard.where())
-        return 128 + outcome.stopped_by
-    if not config.no_video and config.test_episodes and not outcome.video_error:
+        print(f"Total time: {time.time() - log.started:.1f} s")
+    if stop_requested():
+        print(stop_line(stop_signal, log))
+        print(log.where())
+        return 128 + stop_signal
+    if not config.no_video and config.test_episodes and not log.video_error:
         print(f"Videos:  {config.video_dir}/")
-    print(outcome.dashboard.where())
-    if outcome.video_error:
-        print(f"error: {outcome.video_error}", file=sys.stderr)
+    print(log.where())
+    if log.video_error:
+        print(f"error: {log.video_error}", file=sys.stderr)
         return 3
     return 0
 
@@ -1163,34 +1092,31 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
     if not config.watch:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws frames with no display
-    # SIGTERM and SIGHUP stop at once, as Ctrl-C does, until training asks for more patience.
-    others = [s for s in handled_signals() if s != signal.SIGINT]
-    previous = {s: signal.signal(s, stop_at_once) for s in others}
-    try:
-        if config.watch:
-            check_screen()
-        if not config.play:
-            claim_folder(Path(config.output_dir), "--output-dir")
-        if not config.no_video:
-            claim_folder(Path(config.video_dir), "--video-dir")
-        outcome = play_saved_model(config) if config.play else train_and_test(config, started)
-        return report(config, outcome, started)
-    except InputError as error:
-        print(f"dqn_cartpole.py: error: {error}", file=sys.stderr)
-        return 2
-    except WriteError as error:
-        print(f"dqn_cartpole.py: error: {error}", file=sys.stderr)
-        return 4
-    except KeyboardInterrupt as stop:  # a second signal, or one outside the training loop
-        signum = stop.args[0] if stop.args else signal.SIGINT
-        model = Path(config.output_dir) / "best_model.pth"
-        saved = not config.play and model.exists() and model.stat().st_mtime >= started
-        hint = videos_hint(model) if saved else ""
-        print(f"\nStopped by {signal_name(signum)}.{hint}", file=sys.stderr)
-        return 128 + signum
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    log = RunLog(config, started)
+    with stop_signals_handled():
+        try:
+            # Linux shows windows through X or Wayland; with neither (over SSH) SDL would
+            # quietly draw off-screen.
+            if config.watch and sys.platform == "linux" and not os.environ.get("DISPLAY"):
+                if not os.environ.get("WAYLAND_DISPLAY"):
+                    raise InputError(
+                        "--watch: no screen to open a window on here (no DISPLAY: over SSH, "
+                        "say); without --watch the test episodes are still recorded"
+                    )
+            if not config.play:
+                claim_folder(Path(config.output_dir), "--output-dir")
+            if not config.no_video:
+                claim_folder(Path(config.video_dir), "--video-dir")
+            with log:  # ends the SwanLab run and writes metrics.csv, however the run ends
+                (play_saved_model if config.play else train_and_test)(config, log)
+            return report(config, log)
+        except (InputError, WriteError) as error:
+            print(f"dqn_cartpole.py: error: {error}", file=sys.stderr)
+            return 2 if isinstance(error, InputError) else 4
+        except KeyboardInterrupt as stop:  # a second signal, or one during the test videos
+            signum = stop.args[0] if stop.args else signal.SIGINT
+            print(f"\n{stop_line(signum, log)}", file=sys.stderr)
+            return 128 + signum
 
 
 if __name__ == "__main__":

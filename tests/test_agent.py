@@ -275,12 +275,13 @@ def test_config_defaults_are_the_command_line_defaults():
     assert (config.episodes, config.lr, config.no_video) == (7, 0.01, True)
 
 
-def train(agent: dqn.DQNAgent) -> dqn.Best:
+def train(agent: dqn.DQNAgent) -> dqn.RunLog:
     """The real training loop, with no dashboard and no Ctrl-C."""
-    log = dqn.RunLog(agent.config, dqn.Dashboard(None), started=0.0)
-    best = dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), log, dqn.StopRequest())
-    log.close()
-    return best
+    agent.config.swanlab_mode = "disabled"
+    with dqn.RunLog(agent.config, started=0.0) as log:
+        log.start()
+        dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), log)
+    return log
 
 
 def train_with_scripted_evaluations(tmp_path, monkeypatch, scores: list[float]) -> list[dict]:
@@ -320,7 +321,7 @@ def test_while_learning_a_full_length_training_episode_is_evaluated_at_once(tmp_
     agent = dqn.DQNAgent(4, 2, config)
     train_rewards = iter([20.0, 500.0, 30.0, 500.0, 500.0, 500.0, 40.0, 500.0])
 
-    def scripted_episode(env, agent, stop=None):
+    def scripted_episode(env, agent):
         reward = next(train_rewards)
         return reward, int(reward), [(1.0, 2.0)] if agent.learning else []
 

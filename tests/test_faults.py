@@ -55,7 +55,7 @@ def make_bad_model(kind: str, tmp_path):
         ("empty", "the file is empty"),
         ("random", "not a PyTorch model file"),
         ("truncated", "not a PyTorch model file"),
-        ("wrong-shape", "fc.0.weight has shape (64, 8), expected (64, 4)"),
+        ("wrong-shape", "not a CartPole QNetwork: size mismatch for fc.0.weight: copying a param"),
         ("runs-code", "refused: the file asks to run code"),
     ],
 )
@@ -178,13 +178,14 @@ def test_a_stop_signal_keeps_the_model_and_metrics_closes_swanlab_and_exits_128_
 
 
 def test_a_second_signal_stops_at_once():
-    with dqn.StopRequest() as stop:
+    with dqn.stop_signals_handled():
         os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.requested and stop.signum == signal.SIGTERM  # the first one asks
+        assert dqn.stop_requested() and dqn.stop_signal == signal.SIGTERM  # the first one asks
         with pytest.raises(KeyboardInterrupt) as second:
             os.kill(os.getpid(), signal.SIGHUP)
     assert second.value.args == (signal.SIGHUP,)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+    assert not dqn.stop_requested()
 
 
 def test_a_signal_during_the_test_videos_stops_at_once_and_closes_swanlab(tmp_path):
@@ -363,10 +364,10 @@ def test_a_home_folder_that_cannot_be_written_costs_nothing(tmp_path):
     assert result.stderr == "" and "swanlab watch" in result.stdout
 
 
-def test_a_stop_before_the_first_evaluation_promises_no_model(tmp_path, capsys):
+def test_a_stop_before_the_first_evaluation_promises_no_model(tmp_path, capsys, monkeypatch):
     config = dqn.Config(output_dir=str(tmp_path / "output"))
-    outcome = dqn.Outcome(dqn.Dashboard(None), dqn.Best(), stopped_by=signal.SIGTERM)
-    assert dqn.report(config, outcome, started=0.0) == 143
+    monkeypatch.setattr(dqn, "stop_signal", signal.SIGTERM)
+    assert dqn.report(config, dqn.RunLog(config, started=0.0)) == 143
     out = capsys.readouterr().out
     assert "No evaluation yet, so no model was saved." in out
     assert "-inf" not in out and "--play" not in out and "Metrics:" not in out
@@ -403,5 +404,7 @@ def test_rows_after_the_last_evaluation_are_kept_when_a_write_fails(tmp_path, mo
     monkeypatch.setattr(dqn, "save_atomically", disk_full_at_the_second_model)
     argv = ["--episodes", "20", "--eval-every", "5", "--output-dir", str(tmp_path)]
     assert dqn.main([*argv, "--no-video", "--swanlab-mode", "disabled"]) == 4
-    # Episodes 1-5 were saved at the first evaluation; 6-9 came after it, before the failure.
-    assert [int(r["episode"]) for r in read_metrics(tmp_path / "metrics.csv")] == list(range(1, 10))
+    # Episodes 1-5 were saved at the first evaluation; 6-10 were trained after it, the failing
+    # save came at episode 10's evaluation.
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [int(r["episode"]) for r in rows] == list(range(1, 11))

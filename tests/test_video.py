@@ -12,8 +12,7 @@ from conftest import run_script
 
 def recorder(folder, steps: int) -> dqn.StreamingRecordVideo:
     env = dqn.make_env(0, render_mode="rgb_array", max_episode_steps=steps)
-    every = dict(episode_trigger=lambda _: True, name_prefix=dqn.VIDEO_PREFIX)
-    return dqn.StreamingRecordVideo(env, str(folder), **every)
+    return dqn.StreamingRecordVideo(env, str(folder), dqn.RunLog(dqn.Config(), started=0.0))
 
 
 def test_frames_go_to_the_encoder_as_they_are_drawn_not_into_memory(tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ def test_closing_the_window_ends_the_playback_and_keeps_the_earlier_video(
     import pygame
 
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("DISPLAY", ":0")  # a screen, as far as the script can tell
     monkeypatch.chdir(tmp_path)
     earlier = tmp_path / "dqn_videos" / "rl-video-episode-0.mp4"
     earlier.parent.mkdir()
@@ -38,11 +39,11 @@ def test_closing_the_window_ends_the_playback_and_keeps_the_earlier_video(
     frames = []
     show = dqn.Window.show
 
-    def close_after_30_frames(self):
+    def close_after_30_frames(self, result):
         frames.append(time.perf_counter())
         if len(frames) == 30:
             pygame.event.post(pygame.event.Event(pygame.QUIT))
-        show(self)
+        return show(self, result)
 
     monkeypatch.setattr(dqn.Window, "show", close_after_30_frames)
     model = balancing_model(tmp_path / "model.pth")
