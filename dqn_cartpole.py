@@ -188,9 +188,10 @@ class DQNAgent:
         """Mean return of `episodes` greedy episodes (no exploration, no learning)."""
         return float(np.mean([greedy_episode(env, self.greedy)[0] for _ in range(episodes)]))
 
-    def after_evaluation(self, eval_avg_reward: float) -> None:
-        """Pause learning while the latest evaluation is perfect, resume when one is not."""
-        # Trained on a buffer of nothing but perfect episodes, DQN forgets how to recover.
+    def pause_if_solved(self, eval_avg_reward: float) -> None:
+        """Beyond the tutorial: learning pauses while the latest evaluation is perfect, and
+        resumes when one is not. Trained on nothing but perfect episodes, DQN forgets how to
+        recover from a tilt."""
         solved = self.config.solved_reward > 0 and eval_avg_reward >= self.config.solved_reward
         self.learning = not solved
 
@@ -278,7 +279,7 @@ def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog")
                 best = (eval_avg_reward, agent.step_count)
                 agent.save_model(Path(config.output_dir) / "best_model.pth")
                 log.best_model_saved(eval_avg_reward)
-            agent.after_evaluation(eval_avg_reward)
+            agent.pause_if_solved(eval_avg_reward)
             log.evaluation(eval_avg_reward, agent.q_net)
 
 
@@ -290,9 +291,9 @@ def test_playback(config: Config, q_net: QNetwork, log: "RunLog") -> None:
     env = make_env(
         config.seed + 2, render_mode="rgb_array", max_episode_steps=config.max_test_steps
     )
-    if not config.no_video:  # gymnasium's RecordVideo, one mp4 per episode
+    if not config.no_video:  # a RecordVideo that streams each frame to the encoder: one mp4 each
         env = StreamingRecordVideo(env, config.video_dir, log)
-    if config.watch:  # and on the screen, at CartPole's real speed: 50 frames a second
+    if config.watch:  # gymnasium's HumanRendering: a window
         env = Window(env)
     policy = greedy_policy(q_net)
     with env:  # closing it finishes the last video
@@ -340,36 +341,20 @@ from dataclasses import asdict, fields
 
 import requests
 import swanlab
-from gymnasium.wrappers import RecordVideo
+from gymnasium.wrappers import HumanRendering, RecordVideo
 from PIL import Image, ImageDraw, ImageFont
 from torch.optim.adam import adam as adam_update
 from tqdm import tqdm
 
 
 # ---- The command line: one flag per Config field; a bad value is refused in one line ---------
-def checked(kind: type, valid: str | None) -> Callable[[str], object]:
-    """An argparse type: converts a flag's text, refuses a value outside `valid`: "> 0" and
-    ">= 1" have no upper end; in "[0, 1]" and "(0, 1]" a square bracket includes its end."""
-
-    def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        if valid is None:
-            return value
-        if valid[0] == ">":
-            low, high, closed = float(valid.split()[1]), math.inf, valid[1] == "="
-        else:
-            (low, high), closed = map(float, valid[1:-1].split(",")), valid[0] == "["
-        inside = (value >= low if closed else value > low) and value <= high
-        if not (inside and math.isfinite(value)):
-            finite = "" if math.isfinite(value) else "a finite number "  # --lr inf trains to NaN
-            allowed = valid if valid[0] == ">" else f"in {valid}"
-            raise argparse.ArgumentTypeError(f"must be {finite}{allowed}, got {text}")
-        return value
-
-    return convert
+def allows(valid: str, value: float) -> bool:
+    """Is `value` finite and within `valid`: "> 0", ">= 1", "[0, 1]" or "(0, 1]"?"""
+    if valid[0] == ">":
+        low, high, closed = float(valid.split()[1]), math.inf, valid[1] == "="
+    else:  # a square bracket includes its end
+        (low, high), closed = map(float, valid[1:-1].split(",")), valid[0] == "["
+    return math.isfinite(value) and (value >= low if closed else value > low) and value <= high
 
 
 # The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
@@ -384,18 +369,25 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     # A bad flag gets one line that names it, not argparse's usage block above that line.
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
+    flags = {f.name: "--" + f.name.replace("_", "-") for f in fields(Config)}
     for f in fields(Config):
-        flag, options = "--" + f.name.replace("_", "-"), dict(f.metadata)
-        kind = checked(f.type, options.pop("valid"))
+        options = {k: v for k, v in f.metadata.items() if k != "valid"}
         if f.type is bool:
-            parser.add_argument(flag, action="store_true", **options)
-        else:
-            parser.add_argument(flag, type=kind, default=f.default, **options)
+            parser.add_argument(flags[f.name], action="store_true", **options)
+        else:  # argparse converts the text, and says so if it cannot
+            parser.add_argument(flags[f.name], type=f.type, default=f.default, **options)
     config = Config(**vars(parser.parse_args(argv)))
     if config.tutorial_settings:  # its values become the defaults, so that a flag still wins
         parser.set_defaults(**TUTORIAL_SETTINGS)
         config = Config(**vars(parser.parse_args(argv)))
         config.experiment_name += "-tutorial-settings"
+    for f in fields(Config):
+        value, valid = getattr(config, f.name), f.metadata["valid"]
+        if valid and not allows(valid, value):  # inf and nan too: --lr inf trains to NaN
+            allowed = ("a finite number " if math.isinf(value) else "") + (
+                valid if valid[0] == ">" else f"in {valid}"
+            )
+            parser.error(f"argument {flags[f.name]}: must be {allowed}, got {value}")
     if config.batch_size > config.buffer_size:
         batch, buffer = config.batch_size, config.buffer_size
         parser.error(f"--batch-size ({batch}) must be <= --buffer-size ({buffer})")
@@ -438,8 +430,9 @@ def claim_folder(path: Path, flag: str) -> None:
     except ImportError:
         pass
     except OSError:
-        lock.seek(0)
-        pid = lock.read().strip() or "unknown"
+        with lock:
+            lock.seek(0)
+            pid = lock.read().strip() or "unknown"
         advice = f"let it finish, or give this run another {flag}"
         raise InputError(f"{flag} {path}: in use by another run (pid {pid}); {advice}") from None
     lock.truncate(0)
@@ -457,14 +450,28 @@ def save_atomically(path: Path, write, mode: str = "wb") -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as error:  # a full disk, most often: the previous file is still whole
+    except BaseException as error:  # a full disk, most often: the previous file is still whole
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
+        if isinstance(error, OSError):
+            raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
+        raise
 
 
-METRIC_COLUMNS = ["episode", "env_steps", "wall_time_s", "train_reward", "episode_length"]
-METRIC_COLUMNS += ["epsilon", "loss", "q_value", "eval_avg_reward", "best_avg_reward"]
+# Each column of metrics.csv: its chart on the dashboard, its name and format on the console.
+COLUMNS = {
+    "episode": (None, "episode", "4d"),
+    "env_steps": (None, "steps", "7d"),
+    "wall_time_s": (None, None, None),
+    "train_reward": ("train/reward", "reward", "5.0f"),
+    "episode_length": ("train/episode_length", None, None),
+    "epsilon": ("train/epsilon", "ε", ".3f"),
+    "loss": ("train/loss", "loss", "7.4f"),
+    "q_value": ("train/q_value", "Q", "6.2f"),
+    "eval_avg_reward": ("eval/avg_reward", "eval", "5.1f"),  # logged only with an evaluation
+    "best_avg_reward": ("eval/best_avg_reward", "best", "5.1f"),
+}
+METRIC_COLUMNS = list(COLUMNS)
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
@@ -536,9 +543,8 @@ def start_swanlab(config: Config, extra_config: dict) -> "swanlab.Run | None":
                 return swanlab.init(mode=mode, **options)
             except Exception as error:
                 # No network or a bad key: keep the run, and its curves, on this machine instead.
-                why = error
-                if isinstance(error, requests.RequestException):  # its text is a paragraph
-                    why = f"{settings.api_host}: {type(error).__name__}"
+                short = isinstance(error, requests.RequestException)  # its text is a paragraph
+                why = f"{settings.api_host}: {type(error).__name__}" if short else error
                 warn(f"SwanLab cloud unavailable ({why}); logging locally instead.")
                 mode = "local"
         return swanlab.init(mode=mode, reinit=True, **options)
@@ -551,30 +557,26 @@ def start_swanlab(config: Config, extra_config: dict) -> "swanlab.Run | None":
 
 
 # ---- What a run reports: the dashboard, metrics.csv, best_model.json and the console ---------
-# The dashboard's name of each number; the eval/ ones are logged only when there was one.
-CHARTS = {"train_reward": "train/reward", "episode_length": "train/episode_length"}
-CHARTS |= {"epsilon": "train/epsilon", "loss": "train/loss", "q_value": "train/q_value"}
-CHARTS |= {"eval_avg_reward": "eval/avg_reward", "best_avg_reward": "eval/best_avg_reward"}
-# The console's name and format of each number: aligned in the lines, tight in the bar.
-NUMBERS = {"episode": ("episode", "4d"), "env_steps": ("steps", "7d")}
-NUMBERS |= {"train_reward": ("reward", "5.0f"), "epsilon": ("ε", ".3f")}
-NUMBERS |= {"loss": ("loss", "7.4f"), "q_value": ("Q", "6.2f")}
-NUMBERS |= {"eval_avg_reward": ("eval", "5.1f"), "best_avg_reward": ("best", "5.1f")}
-IN_THE_BAR = ["env_steps", "train_reward", "epsilon", "eval_avg_reward", "best_avg_reward"]
-
-
-def numbers_line(row: dict, keys=NUMBERS, aligned: bool = True) -> str:
-    """ "episode   10 | steps     245 | ...": the numbers of `keys` that are not None."""
-    shown = [(*NUMBERS[key], row[key]) for key in keys if row.get(key) is not None]
+def numbers_line(row: dict, keys=COLUMNS, aligned: bool = True) -> str:
+    """ "episode   10 | steps     245 | ...": those numbers of `keys` that have a name and a value;
+    aligned in columns, or tight, as in the progress bar."""
+    shown = [(*COLUMNS[k][1:], row[k]) for k in keys if COLUMNS[k][1] and row[k] is not None]
     strip = "" if aligned else "0123456789"  # the widths
     return " | ".join(f"{name} {value:{spec.lstrip(strip)}}" for name, spec, value in shown)
 
 
+def chart_values(row: dict, prefix: str) -> dict:
+    """The row's numbers for the dashboard charts whose names start with `prefix`."""
+    return {
+        chart: row[k]
+        for k, (chart, *_) in COLUMNS.items()
+        if chart and chart.startswith(prefix) and row[k] is not None
+    }
+
+
 class RunLog:
     """What a run reports, in one object: the SwanLab run (the dashboard), metrics.csv,
-    best_model.json and the console, and how the run ended. As a context manager it ends the
-    SwanLab run and writes metrics.csv however the run ends, notes a video that could not be
-    made (exit code 3), and takes a closed window as the end of the playback."""
+    best_model.json and the console, and how the run ended."""
 
     def __init__(self, config: Config, started: float):
         self.config, self.started, self.output = config, started, Path(config.output_dir)
@@ -584,18 +586,17 @@ class RunLog:
         self.making_videos, self.video_error = False, None
 
     def start(self, **extra_config) -> None:
-        """The SwanLab run (the lesson seeds only after it: SwanLab picks each run's colour at
-        random), and the progress bar: live on a terminal; in a log file, CI or a notebook,
-        nothing but the evaluation lines, without any "\\r"."""
+        """The SwanLab run (the lesson seeds after it: SwanLab picks a run's colour at random)."""
         self.run = start_swanlab(self.config, extra_config)
+        # A live bar on a terminal; in a log file, CI or a notebook, the evaluation lines alone.
         live = sys.stdout.isatty() and not self.config.play
         look = "episode {n_fmt}/{total_fmt} {bar:20} {desc}"
         self.bar = tqdm(total=self.config.episodes, bar_format=look, disable=not live)
         self.bar_started = time.perf_counter()  # time.time() steps by 15.6 ms on Windows
 
     def chart(self, data: dict, step: int) -> None:
-        """To the dashboard. A value given as a function is made here, under the guard: any
-        SwanLab failure costs one warning, and SwanLab is left alone after it."""
+        """To the dashboard: a SwanLab failure, or one making a value given as a function,
+        costs one warning, and SwanLab is left alone after it."""
         if self.run is None or self.broken:
             return
         try:
@@ -615,13 +616,13 @@ class RunLog:
         numbers = [episode, self.env_steps, wall_time_s, reward, length, epsilon, loss, q_value]
         row = dict(zip(METRIC_COLUMNS, [*numbers, None, self.best_avg_reward], strict=True))
         self.rows.append(row)
-        self.chart({CHARTS[k]: row[k] for k in METRIC_COLUMNS[3:8] if row[k] is not None}, episode)
+        self.chart(chart_values(row, "train/"), episode)
         self.show_progress()
         self.bar.update()
 
     def best_model_saved(self, eval_avg_reward: float) -> None:
         """best_model.json beside the model: when it was evaluated, how well, every setting."""
-        row = self.rows[-1]
+        row, self.best_avg_reward = self.rows[-1], eval_avg_reward
         self.best_model, self.best_episode = self.output / "best_model.pth", row["episode"]
         info = {"episode": row["episode"], "eval_avg_reward": eval_avg_reward}
         info |= {"env_steps": row["env_steps"], "seed": self.config.seed}
@@ -635,22 +636,19 @@ class RunLog:
         """An evaluation: metrics.csv saved, a line printed, the eval/ charts logged with a
         picture of what q_net's greedy policy does, state by state."""
         row, self.last_eval = self.rows[-1], eval_avg_reward
-        self.best_avg_reward = max(eval_avg_reward, self.best_avg_reward or -math.inf)
         row |= {"eval_avg_reward": eval_avg_reward, "best_avg_reward": self.best_avg_reward}
         write_metrics(self.output / "metrics.csv", self.rows)
         tqdm.write(numbers_line(row), file=sys.stdout)
         sys.stdout.flush()
-        charts = {CHARTS[k]: row[k] for k in METRIC_COLUMNS[8:]}
         caption = f"episode {row['episode']}"  # the picture is drawn only if SwanLab logs it
-        charts["eval/policy"] = lambda: swanlab.Image(policy_image(q_net), caption=caption)
-        self.chart(charts, row["episode"])
+        policy = {"eval/policy": lambda: swanlab.Image(policy_image(q_net), caption=caption)}
+        self.chart(chart_values(row, "eval/") | policy, row["episode"])
         self.show_progress()
         self.bar.refresh()
 
     def show_progress(self) -> None:
-        numbers = numbers_line(
-            self.rows[-1] | {"eval_avg_reward": self.last_eval}, IN_THE_BAR, False
-        )
+        keys = ["env_steps", "train_reward", "epsilon", "eval_avg_reward", "best_avg_reward"]
+        numbers = numbers_line(self.rows[-1] | {"eval_avg_reward": self.last_eval}, keys, False)
         rate = self.env_steps / (time.perf_counter() - self.bar_started)
         self.bar.set_description_str(f"{numbers} | {rate:.0f} steps/s", refresh=False)
 
@@ -666,26 +664,20 @@ class RunLog:
             return f"SwanLab: {self.run.url}"
         if self.run.mode == "offline":
             return f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
-        swanlab_cli = (
-            ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
-        )
-        return "Dashboard: " + shell_command(
-            [*swanlab_cli, "watch", str(Path(self.run.dir).parent)]
-        )
+        cli = ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
+        return "Dashboard: " + shell_command([*cli, "watch", str(Path(self.run.dir).parent)])
 
     def __enter__(self) -> "RunLog":
         return self
 
     def __exit__(self, kind, error, traceback) -> bool:
+        """However the run ends: metrics.csv written, SwanLab closed. A video that could not be
+        made is noted (exit 3), a closed window ends the playback; anything else goes on."""
         if self.bar is not None:
             self.bar.close()
         if kind is WindowClosed:
             print("The window was closed: no more test episodes.", flush=True)
-        elif (
-            self.making_videos
-            and isinstance(error, Exception)
-            and not isinstance(error, WriteError)
-        ):
+        elif self.making_videos and kind and not isinstance(error, WriteError | KeyboardInterrupt):
             self.video_error = (  # a full disk is exit 4; this is a library missing or broken
                 f"the test video could not be made ({type(error).__name__}: {error}). Reinstall "
                 "with `pip install -r requirements.txt` (moviepy, pygame), or use --no-video."
@@ -794,15 +786,12 @@ class StreamingRecordVideo(RecordVideo):
             warnings.simplefilter("ignore")
             super().__init__(env, video_folder, lambda _: True, name_prefix=VIDEO_PREFIX)
         self.log, self.folder, self.ffmpeg = log, Path(video_folder), None
-        self.episode_over, self.gif_frames, self.keep_gif = False, [], True
-
-    def reset(self, **options):
-        self.episode_over = False
-        return super().reset(**options)
+        self.gif_frames, self.keep_gif = [], True
 
     def step(self, action):
         result = super().step(action)
-        self.episode_over = result[2] or result[3]  # terminated or truncated
+        if self.recording and (result[2] or result[3]):  # the episode is over: its video too
+            self.stop_recording()
         return result
 
     def start_recording(self, video_name: str) -> None:
@@ -834,8 +823,13 @@ class StreamingRecordVideo(RecordVideo):
                 self.ffmpeg.stdin.close()  # ffmpeg encodes what it still holds, ends the file
             if self.ffmpeg.wait() != 0:
                 raise self.abandon()
-            os.replace(self.tmp, self.path)
+            self.ffmpeg.log.close()
             self.ffmpeg = None
+            try:
+                os.replace(self.tmp, self.path)
+            except OSError as error:
+                self.tmp.unlink(missing_ok=True)
+                raise WriteError(f"cannot write {self.path}: {error.strerror}") from None
         self.keep_gif = False  # the GIF is the start of the first video only
         self.recorded_frames, self.recording, self._video_name = [], False, None
 
@@ -843,22 +837,25 @@ class StreamingRecordVideo(RecordVideo):
         """Stop ffmpeg and remove the unfinished file; say why it failed, in ffmpeg's words."""
         self.ffmpeg.kill()
         self.ffmpeg.wait()
-        self.ffmpeg.log.seek(0)
-        said = self.ffmpeg.log.read().decode(errors="replace").splitlines()
+        self.ffmpeg.stdin.close()
+        with self.ffmpeg.log as log:
+            log.seek(0)
+            said = log.read().decode(errors="replace").splitlines()
         reason = said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped"  # the first cause
         self.tmp.unlink(missing_ok=True)
         self.ffmpeg, self.recorded_frames, self.recording = None, [], False
         return WriteError(f"cannot write {self.path}: {reason}")
 
     def close(self) -> None:
-        cut_short = self.recording and not self.episode_over
+        cut_short = self.recording  # each whole episode's video was finished as it ended
         if cut_short and self.ffmpeg is not None:
-            self.abandon()  # stopped mid-episode: an earlier video of that name stays as it was
-        super().close()  # and the last whole one is finished
+            self.abandon()  # an earlier video of that name stays as it was
+        super().close()
         if cut_short or self.episode_id < 0:
             return
         for old in self.folder.glob(f"{VIDEO_PREFIX}-episode-*.mp4"):  # an earlier, longer run's
-            if int(old.stem.rsplit("-", 1)[1]) > self.episode_id:
+            number = old.stem.rsplit("-", 1)[1]
+            if number.isdigit() and int(number) > self.episode_id:
                 old.unlink()
         gif = self.folder / f"{VIDEO_PREFIX}-episode-0.gif"  # the dashboard shows no mp4
         try:
@@ -911,42 +908,24 @@ class WindowClosed(Exception):
     """The learner closed the window that --watch opened."""
 
 
-class Window(gym.Wrapper):
-    """Each frame in a window at the environment's own pace (CartPole: 50 frames a second), as
-    gymnasium's HumanRendering shows it, which cannot sit beside RecordVideo (each refuses the
-    other's render mode). Closing the window ends the playback."""
+class Window(HumanRendering):
+    """gymnasium's HumanRendering, which shows each frame at the environment's own pace
+    (CartPole: 50 frames a second), drawing it as the videos do; closing it ends the playback."""
 
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
+    def _render_frame(self) -> None:
         import pygame
 
-        self.pygame, self.window, self.clock = pygame, None, pygame.time.Clock()
-
-    def reset(self, **options):
-        return self.show(super().reset(**options))
-
-    def step(self, action):
-        return self.show(super().step(action))
-
-    def show(self, result):
-        """Show the frame of the state that `result` holds, at the pace of real time."""
         stop_at_once_if_requested()
-        pygame, (frame, size) = self.pygame, draw_cartpole(self.env.unwrapped)
+        frame, size = draw_cartpole(self.env.unwrapped)
         if self.window is None:
             pygame.display.init()
-            self.window = pygame.display.set_mode(size)
+            self.window, self.clock = pygame.display.set_mode(size), pygame.time.Clock()
             pygame.display.set_caption("CartPole-v1 · dqn_cartpole.py")
         self.window.blit(pygame.image.frombuffer(frame, size, "RGB"), (0, 0))
         pygame.display.flip()
         if pygame.event.get(pygame.QUIT):
             raise WindowClosed
         self.clock.tick(self.metadata["render_fps"])
-        return result
-
-    def close(self) -> None:
-        if self.window is not None:
-            self.pygame.display.quit()
-        super().close()
 
 
 # ---- Stopping: Ctrl-C, SIGTERM, SIGHUP, one way ----------------------------------------------

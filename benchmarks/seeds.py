@@ -1,7 +1,9 @@
 """How fast and how reliably dqn_cartpole.py learns, over several seeds.
 
 Runs the real script once per seed (in parallel, one core each), then reads what each run
-left in output/ and evaluates its best model over 100 fresh episodes. Prints a markdown table.
+left in output/ and tests its best model: 100 fresh episodes of CartPole-v1's 500 steps, the
+script's own 3 test episodes of 1500 steps (the videos' episodes, replayed without video),
+and 5 fresh episodes of 20,000 steps (how long it holds the pole). Prints a markdown table.
 
     python benchmarks/seeds.py                         # seeds 0-9, the default command line
     python benchmarks/seeds.py --seeds 0 1 -- --episodes 100 --no-video   # args after -- go
@@ -28,6 +30,7 @@ sys.path.insert(0, str(REPO))
 import dqn_cartpole as dqn  # noqa: E402  (needs the repo on the path first)
 
 SOLVED = 500.0  # CartPole-v1's maximum return: the 500-step time limit
+TEST_STEPS, LONG_STEPS = 1500, 20_000  # the test videos' limit, and a long check of our own
 # The cores this process may use. macOS cannot pin a process to a core: there runs share them.
 PINNING = hasattr(os, "sched_setaffinity")
 CORES = sorted(os.sched_getaffinity(0)) if PINNING else list(range(os.cpu_count() or 1))
@@ -81,6 +84,11 @@ def summarize(run: dict, eval_episodes: int) -> dict:
     env = dqn.make_env(seed=10_000 + run["seed"])  # episodes the agent has never seen
     returns = [dqn.greedy_episode(env, policy)[0] for _ in range(eval_episodes)]
     result["best_model_mean"] = statistics.mean(returns)
+    # The test playback's episodes: the same seed and limit as the script gives them.
+    test = dqn.make_env(seed=run["seed"] + 2, max_episode_steps=TEST_STEPS)
+    result["tests_held"] = sum(dqn.greedy_episode(test, policy)[1] == TEST_STEPS for _ in range(3))
+    long = dqn.make_env(seed=20_000 + run["seed"], max_episode_steps=LONG_STEPS)
+    result["long_held"] = sum(dqn.greedy_episode(long, policy)[1] == LONG_STEPS for _ in range(5))
     return result
 
 
@@ -96,14 +104,16 @@ def median(results: list[dict], key: str):
 def table(results: list[dict], eval_episodes: int) -> str:
     lines = [
         "| seed | solved | time to solve (s) | steps to solve | later evals at 500 "
-        f"| whole run (s) | best model, {eval_episodes}-episode mean |",
-        "|---:|:---:|---:|---:|---:|---:|---:|",
+        f"| whole run (s) | best model, {eval_episodes}-episode mean "
+        "| test episodes held to 1500 | 20,000-step episodes held |",
+        "|---:|:---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['seed']} | {'yes' if r['solved'] else 'no'} | {fmt(r['time_to_solve'], '.1f')} "
             f"| {fmt(r['steps_to_solve'], 'd')} | {fmt(r['stayed'], '.0%')} "
-            f"| {r['wall_s']:.1f} | {r['best_model_mean']:.1f} |"
+            f"| {r['wall_s']:.1f} | {r['best_model_mean']:.1f} "
+            f"| {r['tests_held']}/3 | {r['long_held']}/5 |"
         )
     solved = sum(r["solved"] for r in results)
     perfect = sum(r["best_model_mean"] == SOLVED for r in results)
@@ -116,6 +126,8 @@ def table(results: list[dict], eval_episodes: int) -> str:
         fmt(median(results, "stayed"), ".0%"),
         f"{median(results, 'wall_s'):.1f}",
         f"{perfect}/{len(results)} at 500",
+        f"{sum(r['tests_held'] for r in results)}/{3 * len(results)}",
+        f"{sum(r['long_held'] for r in results)}/{5 * len(results)}",
     ]
     lines.append("| " + " | ".join(f"**{c}**" for c in cells) + " |")
     return "\n".join(lines)

@@ -9,10 +9,10 @@ from conftest import run_script
 BAD_FLAGS = [
     (["--episodes", "0"], "--episodes", ">= 1"),
     (["--episodes", "-5"], "--episodes", ">= 1"),
-    (["--episodes", "ten"], "--episodes", "expected int"),
+    (["--episodes", "ten"], "--episodes", "invalid int value"),  # argparse's own words
     (["--eval-every", "0"], "--eval-every", ">= 1"),
     (["--test-episodes", "-1"], "--test-episodes", ">= 0"),
-    (["--batch-size", "2.5"], "--batch-size", "expected int"),
+    (["--batch-size", "2.5"], "--batch-size", "invalid int value"),
     (["--batch-size", "128", "--buffer-size", "100"], "--batch-size", "--buffer-size"),
     (["--epsilon-start", "1.5"], "--epsilon-start", "[0, 1]"),
     (["--epsilon-end", "-0.1"], "--epsilon-end", "[0, 1]"),

@@ -408,3 +408,17 @@ def test_rows_after_the_last_evaluation_are_kept_when_a_write_fails(tmp_path, mo
     # save came at episode 10's evaluation.
     rows = read_metrics(tmp_path / "metrics.csv")
     assert [int(r["episode"]) for r in rows] == list(range(1, 11))
+
+
+def test_a_stop_in_the_middle_of_a_save_leaves_no_temporary_file(tmp_path):
+    target = good_model(tmp_path / "best_model.pth")
+    before = target.read_bytes()
+
+    def interrupted(f):  # a second Ctrl-C while the bytes are being written
+        f.write(b"x" * 100)
+        raise KeyboardInterrupt(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        dqn.save_atomically(target, interrupted)
+    assert target.read_bytes() == before
+    assert not (tmp_path / ".best_model.pth.tmp").exists()

@@ -98,3 +98,26 @@ def test_the_fast_drawing_gives_exactly_the_frames_gymnasium_renders(monkeypatch
         _, _, terminated, _, _ = env.step(step % 3 == 0)
         if terminated:
             env.reset()
+
+
+def test_a_users_own_file_beside_the_videos_is_left_alone(tmp_path):
+    videos = tmp_path / "dqn_videos"
+    videos.mkdir()
+    mine = videos / "rl-video-episode-0-copy.mp4"  # a name the sweep of old videos must not read
+    mine.write_bytes(b"a copy the learner made")
+    args = ["--episodes", "1", "--test-episodes", "1", "--max-test-steps", "10"]
+    result = run_script(tmp_path, *args, "--swanlab-mode", "disabled")
+    assert result.returncode == 0, result.stderr
+    assert mine.read_bytes() == b"a copy the learner made"
+    assert (videos / "rl-video-episode-0.mp4").stat().st_size > 0
+
+
+def test_a_video_that_cannot_be_renamed_into_place_exits_4_not_3(tmp_path):
+    videos = tmp_path / "dqn_videos"
+    (videos / "rl-video-episode-0.mp4").mkdir(parents=True)  # a folder where the video goes
+    args = ["--episodes", "1", "--test-episodes", "1", "--max-test-steps", "10"]
+    result = run_script(tmp_path, *args, "--swanlab-mode", "disabled")
+    assert result.returncode == 4, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("dqn_cartpole.py: error: cannot write dqn_videos/rl-video-episode-0.mp4")
+    assert not list(videos.glob(".*.tmp.mp4"))

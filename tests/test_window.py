@@ -37,15 +37,15 @@ def test_closing_the_window_ends_the_playback_and_keeps_the_earlier_video(
     earlier.parent.mkdir()
     earlier.write_bytes(b"the earlier video")
     frames = []
-    show = dqn.Window.show
+    show = dqn.Window._render_frame
 
-    def close_after_30_frames(self, result):
+    def close_after_30_frames(self):
         frames.append(time.perf_counter())
         if len(frames) == 30:
             pygame.event.post(pygame.event.Event(pygame.QUIT))
-        return show(self, result)
+        show(self)
 
-    monkeypatch.setattr(dqn.Window, "show", close_after_30_frames)
+    monkeypatch.setattr(dqn.Window, "_render_frame", close_after_30_frames)
     model = balancing_model(tmp_path / "model.pth")
     assert dqn.main(["--play", str(model), "--watch", "--swanlab-mode", "disabled"]) == 0
     out = capsys.readouterr().out
