@@ -384,10 +384,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     for f in fields(Config):
         value, valid = getattr(config, f.name), f.metadata["valid"]
         if valid and not allows(valid, value):  # inf and nan too: --lr inf trains to NaN
-            allowed = ("a finite number " if math.isinf(value) else "") + (
-                valid if valid[0] == ">" else f"in {valid}"
-            )
-            parser.error(f"argument {flags[f.name]}: must be {allowed}, got {value}")
+            allowed = valid if valid[0] == ">" else f"in {valid}"
+            finite = "a finite number " if math.isinf(value) else ""
+            parser.error(f"argument {flags[f.name]}: must be {finite}{allowed}, got {value}")
     if config.batch_size > config.buffer_size:
         batch, buffer = config.batch_size, config.buffer_size
         parser.error(f"--batch-size ({batch}) must be <= --buffer-size ({buffer})")
@@ -558,8 +557,7 @@ def start_swanlab(config: Config, extra_config: dict) -> "swanlab.Run | None":
 
 # ---- What a run reports: the dashboard, metrics.csv, best_model.json and the console ---------
 def numbers_line(row: dict, keys=COLUMNS, aligned: bool = True) -> str:
-    """ "episode   10 | steps     245 | ...": those numbers of `keys` that have a name and a value;
-    aligned in columns, or tight, as in the progress bar."""
+    """ "episode   10 | steps     245 | ...": the named numbers of `keys` that are not None."""
     shown = [(*COLUMNS[k][1:], row[k]) for k in keys if COLUMNS[k][1] and row[k] is not None]
     strip = "" if aligned else "0123456789"  # the widths
     return " | ".join(f"{name} {value:{spec.lstrip(strip)}}" for name, spec, value in shown)
@@ -567,11 +565,8 @@ def numbers_line(row: dict, keys=COLUMNS, aligned: bool = True) -> str:
 
 def chart_values(row: dict, prefix: str) -> dict:
     """The row's numbers for the dashboard charts whose names start with `prefix`."""
-    return {
-        chart: row[k]
-        for k, (chart, *_) in COLUMNS.items()
-        if chart and chart.startswith(prefix) and row[k] is not None
-    }
+    named = {k: chart for k, (chart, *_) in COLUMNS.items() if str(chart).startswith(prefix)}
+    return {chart: row[k] for k, chart in named.items() if row[k] is not None}
 
 
 class RunLog:
@@ -754,7 +749,7 @@ def python_command() -> str:
 def stop_line(signum: int, log: RunLog) -> str:
     """ "Stopped by SIGTERM." and, if this run saved a model, the command that records its
     videos, with the script named as the user named it (dqn_cartpole.py, or a path to it)."""
-    line = f"Stopped by {signal_name(signum)}."
+    line = f"Stopped by {'Ctrl-C' if signum == signal.SIGINT else signal.Signals(signum).name}."
     if log.best_model is not None:
         script = sys.argv[0] if Path(sys.argv[0]).name == Path(__file__).name else __file__
         play = [python_command(), script, "--play", str(log.best_model)]
@@ -951,7 +946,8 @@ def on_stop_signal(signum: int, frame) -> None:
     if stop_signal is not None:
         raise KeyboardInterrupt(signum)
     stop_signal = signum
-    tqdm.write(f"\n{signal_name(signum)}: stopping after this step (again to quit at once).")
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    tqdm.write(f"\n{name}: stopping after this step (again to quit at once).")
 
 
 @contextlib.contextmanager
@@ -969,10 +965,6 @@ def stop_signals_handled():
         stop_signal = None
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def signal_name(signum: int) -> str:
-    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 # ---- Speed workarounds, each measured (README, "How fast") -----------------------------------
@@ -1049,11 +1041,11 @@ def report(config: Config, log: RunLog) -> int:
         print(f"Total time: {time.time() - log.started:.1f} s")
     if stop_requested():
         print(stop_line(stop_signal, log))
-        print(log.where())
-        return 128 + stop_signal
-    if not config.no_video and config.test_episodes and not log.video_error:
+    elif not config.no_video and config.test_episodes and not log.video_error:
         print(f"Videos:  {config.video_dir}/")
     print(log.where())
+    if stop_requested():
+        return 128 + stop_signal
     if log.video_error:
         print(f"error: {log.video_error}", file=sys.stderr)
         return 3
@@ -1074,14 +1066,13 @@ def main(argv: list[str] | None = None) -> int:
     log = RunLog(config, started)
     with stop_signals_handled():
         try:
-            # Linux shows windows through X or Wayland; with neither (over SSH) SDL would
-            # quietly draw off-screen.
-            if config.watch and sys.platform == "linux" and not os.environ.get("DISPLAY"):
-                if not os.environ.get("WAYLAND_DISPLAY"):
-                    raise InputError(
-                        "--watch: no screen to open a window on here (no DISPLAY: over SSH, "
-                        "say); without --watch the test episodes are still recorded"
-                    )
+            # Linux shows windows through X or Wayland; with neither, SDL draws off-screen.
+            screen = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+            if config.watch and sys.platform == "linux" and not screen:
+                why = "no screen to open a window on here (no DISPLAY: over SSH, say)"
+                raise InputError(
+                    f"--watch: {why}; without --watch the test episodes are still recorded"
+                )
             if not config.play:
                 claim_folder(Path(config.output_dir), "--output-dir")
             if not config.no_video:
