@@ -38,6 +38,13 @@ class Config:
     gamma: float = setting(0.99, "discount factor", "[0, 1]")
     buffer_size: int = setting(10_000, "replay buffer capacity; the oldest go first", ">= 1")
     target_update_freq: int = setting(100, "copy q_net to target_net every N updates", ">= 1")
+    # DQN's two improvements over Q-learning (一), each switched off to see what it does (README)
+    no_replay: bool = setting(
+        False,
+        "without experience replay: each update learns from the latest batch-size transitions "
+        "in the order they happened, not a random sample (the same batch, the same updates)",
+    )
+    no_target_net: bool = setting(False, "without a target network: q_net gives its own TD target")
     epsilon_start: float = setting(1.0, "exploration rate ε at the first episode", "[0, 1]")
     epsilon_end: float = setting(0.01, "lowest ε", "[0, 1]")
     epsilon_decay: float = setting(0.98, "ε × this after each episode (tutorial: 0.995)", "(0, 1]")
@@ -117,8 +124,12 @@ class ReplayBuffer:
         self.next_index = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def sample(self, batch_size: int) -> tuple[np.ndarray, ...]:
-        idx = self.rng.integers(0, self.size, size=batch_size)
+    def sample(self, batch_size: int, latest: bool = False) -> tuple[np.ndarray, ...]:
+        """A random batch; or, with `latest`, the last batch_size transitions, oldest first."""
+        if latest:  # consecutive states, as they came: the correlation replay breaks
+            idx = (self.next_index - batch_size + np.arange(batch_size)) % self.capacity
+        else:
+            idx = self.rng.integers(0, self.size, size=batch_size)
         columns = self.states, self.actions, self.rewards, self.next_states, self.terminated
         return tuple(column[idx] for column in columns)
 
@@ -158,8 +169,10 @@ class DQNAgent:
         self, rewards: torch.Tensor, next_states: torch.Tensor, terminated: torch.Tensor
     ) -> torch.Tensor:
         """r + γ·max_a' Q_target(s', a'): the reward now plus the discounted best value after."""
+        # Without a target network, the target moves with every update of q_net.
+        net = self.q_net if self.config.no_target_net else self.target_net
         with torch.no_grad():
-            next_q = self.target_net(next_states).max(dim=1).values
+            next_q = net(next_states).max(dim=1).values
         # CORRECTNESS: bootstrap after a truncation too; only a fallen pole has no future.
         return rewards + self.config.gamma * (1.0 - terminated) * next_q
 
@@ -170,7 +183,7 @@ class DQNAgent:
             return None
         states, actions, rewards, next_states, terminated = (
             torch.as_tensor(a, device=self.device)
-            for a in self.replay_buffer.sample(self.config.batch_size)
+            for a in self.replay_buffer.sample(self.config.batch_size, self.config.no_replay)
         )
         current_q = self.q_net(states).gather(1, actions.unsqueeze(1)).squeeze(1)
         target_q = self.td_target(rewards, next_states, terminated)
@@ -381,6 +394,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.set_defaults(**TUTORIAL_SETTINGS)
         config = Config(**vars(parser.parse_args(argv)))
         config.experiment_name += "-tutorial-settings"
+    for switched_off in ("no_replay", "no_target_net"):  # its own run on the dashboard
+        if getattr(config, switched_off):
+            config.experiment_name += "-" + switched_off.replace("_", "-")
     for f in fields(Config):
         value, valid = getattr(config, f.name), f.metadata["valid"]
         if valid and not allows(valid, value):  # inf and nan too: --lr inf trains to NaN

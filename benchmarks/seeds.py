@@ -67,11 +67,16 @@ def summarize(run: dict, eval_episodes: int) -> dict:
     """Read one run's metrics and best model; evaluate that model on fresh episodes."""
     output = run["cwd"] / "output"
     with open(output / "metrics.csv", newline="") as f:
-        evals = [row for row in csv.DictReader(f) if row["eval_avg_reward"]]
+        rows = list(csv.DictReader(f))
+    evals = [row for row in rows if row["eval_avg_reward"]]
     info = json.loads((output / "best_model.json").read_text())
     first = next((i for i, r in enumerate(evals) if float(r["eval_avg_reward"]) >= SOLVED), None)
     result = dict(run, solved=first is not None, time_to_solve=None, steps_to_solve=None)
     result["stayed"] = None
+    # How the values learned behave: a pole that never falls is worth 1 / (1 - γ) = 100.
+    for column in ("q_value", "loss"):
+        values = [float(r[column]) for r in rows if r[column]]
+        result[f"peak_{column}"] = max(values) if values else None
     if first is not None:
         # Seconds from process start: the script's clock starts in main(), after its imports.
         startup = info["run_started_at"] - run["launched"]
@@ -105,15 +110,16 @@ def table(results: list[dict], eval_episodes: int) -> str:
     lines = [
         "| seed | solved | time to solve (s) | steps to solve | later evals at 500 "
         f"| whole run (s) | best model, {eval_episodes}-episode mean "
-        "| test episodes held to 1500 | 20,000-step episodes held |",
-        "|---:|:---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| test episodes held to 1500 | 20,000-step episodes held | peak Q | peak loss |",
+        "|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['seed']} | {'yes' if r['solved'] else 'no'} | {fmt(r['time_to_solve'], '.1f')} "
             f"| {fmt(r['steps_to_solve'], 'd')} | {fmt(r['stayed'], '.0%')} "
             f"| {r['wall_s']:.1f} | {r['best_model_mean']:.1f} "
-            f"| {r['tests_held']}/3 | {r['long_held']}/5 |"
+            f"| {r['tests_held']}/3 | {r['long_held']}/5 "
+            f"| {fmt(r['peak_q_value'], '.1f')} | {fmt(r['peak_loss'], '.1f')} |"
         )
     solved = sum(r["solved"] for r in results)
     perfect = sum(r["best_model_mean"] == SOLVED for r in results)
@@ -128,6 +134,8 @@ def table(results: list[dict], eval_episodes: int) -> str:
         f"{perfect}/{len(results)} at 500",
         f"{sum(r['tests_held'] for r in results)}/{3 * len(results)}",
         f"{sum(r['long_held'] for r in results)}/{5 * len(results)}",
+        fmt(median(results, "peak_q_value"), ".1f"),
+        fmt(median(results, "peak_loss"), ".1f"),
     ]
     lines.append("| " + " | ".join(f"**{c}**" for c in cells) + " |")
     return "\n".join(lines)

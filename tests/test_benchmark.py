@@ -29,6 +29,13 @@ def test_the_seed_benchmark_prints_a_row_per_seed_and_the_medians(tmp_path):
         "--", "--episodes", "2", "--eval-every", "1", "--no-video", "--swanlab-mode", "disabled",
     )  # fmt: skip
     assert [row[0] for row in rows[1:]] == ["3", "4", "**median**"]
+    assert rows[0][-4:] == [
+        "test episodes held to 1500",
+        "20,000-step episodes held",
+        "peak Q",
+        "peak loss",
+    ]
+    assert all(row[-4].endswith("/3") and row[-3].endswith("/5") for row in rows[1:3])
     # Two episodes cannot solve CartPole: the table must say so rather than invent a time.
     assert rows[-1][1] == "**0/2**"
     for seed in (3, 4):
