@@ -4,11 +4,9 @@
     python dqn_cartpole.py --play output/best_model.pth  # replay a trained model
     python dqn_cartpole.py --help                        # every setting, with its default
 
-How to read it: from the top down to the PLUMBING banner is the whole DQN, in the tutorial's
-order: the settings a learner tunes, QNetwork (四、定义QNet), the replay buffer and DQNAgent
-(五、定义DQNAgent), ε decay, the training loop with its evaluations and best-model saving, and
-test playback with RecordVideo (六、完整代码). Below the banner: the command line, SwanLab,
-files, error messages, Ctrl-C and two speed workarounds. You need none of it to follow DQN.
+Down to the PLUMBING banner is the whole DQN in the tutorial's order: the settings, QNetwork
+(四), the replay buffer and DQNAgent (五), ε decay, the training loop and test playback (六).
+Below it: the command line, SwanLab, files, errors, Ctrl-C; none of it is needed to follow DQN.
 """
 
 import io
@@ -49,15 +47,16 @@ class Config:
     epsilon_end: float = setting(0.01, "lowest ε", "[0, 1]")
     epsilon_decay: float = setting(0.98, "ε × this after each episode (tutorial: 0.995)", "(0, 1]")
     solved_reward: float = setting(
-        500.0,
-        "pause learning while the latest evaluation averages this, and evaluate at once a "
-        "training episode that scores it (0: neither)",
-        ">= 0",
+        500.0, "learning pauses while evaluations average this (0: never; see README)", ">= 0"
+    )
+    long_check_steps: int = setting(
+        5000, "a perfect evaluation counts once eval-episodes episodes this long also hold", ">= 1"
+    )
+    early_eval_reward: float = setting(
+        100.0, "until the first perfect evaluation, evaluate any episode scoring this", ">= 0"
     )
     tutorial_settings: bool = setting(
-        False,
-        "the tutorial's values: lr 0.001, batch 64, ε decay 0.995, no pause (solved reward 0), "
-        "as experiment <name>-tutorial-settings; a flag given beside it wins",
+        False, "the tutorial's lr, batch, ε decay and no pause (README); a flag beside it wins"
     )
     # The training loop
     episodes: int = setting(600, "number of training episodes", ">= 1")
@@ -100,9 +99,8 @@ class QNetwork(nn.Module):
         return self.fc(x)
 
 
-# ==== Experience replay: a fixed-size FIFO memory of transitions, sampled at random so that one
-# gradient step does not see a run of strongly correlated consecutive states. The tutorial's
-# deque of tuples, as NumPy arrays: a batch is one indexing, drawn with replacement.
+# ==== Experience replay: a FIFO memory of transitions, sampled at random so that a gradient step
+# does not see a run of correlated consecutive states. NumPy arrays: one indexing, with replacement.
 class ReplayBuffer:
     def __init__(self, capacity: int, state_dim: int, rng: np.random.Generator):
         self.capacity, self.rng = capacity, rng
@@ -113,15 +111,11 @@ class ReplayBuffer:
         self.terminated = np.zeros(capacity, dtype=np.float32)
         self.size, self.next_index = 0, 0
 
-    def __len__(self) -> int:
-        return self.size
-
     def append(self, state, action, reward, next_state, terminated) -> None:
         i = self.next_index
         self.states[i], self.actions[i], self.rewards[i] = state, action, reward
         self.next_states[i], self.terminated[i] = next_state, terminated
-        # When full, the write position wraps around and overwrites the oldest transition.
-        self.next_index = (i + 1) % self.capacity
+        self.next_index = (i + 1) % self.capacity  # when full, the oldest is overwritten
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, latest: bool = False) -> tuple[np.ndarray, ...]:
@@ -137,8 +131,7 @@ class ReplayBuffer:
 # ==== 五、DQNAgent: ε-greedy acting, replay memory, and the DQN update with a target network.
 class DQNAgent:
     def __init__(self, state_dim: int, action_dim: int, config: Config):
-        self.config = config
-        self.action_dim = action_dim
+        self.config, self.action_dim = config, action_dim
         self.device = torch.device(config.device)
         self.rng = np.random.default_rng(config.seed)
         self.q_net = QNetwork(state_dim, action_dim).to(self.device)
@@ -152,8 +145,7 @@ class DQNAgent:
         # The greedy action, q_net(state).argmax(), computed with NumPy: ~7x faster for one state.
         self.greedy = greedy_policy(self.q_net)
         self.epsilon = config.epsilon_start
-        self.step_count = 0
-        self.learning = True
+        self.step_count, self.learning = 0, True  # gradient steps taken; learning, or paused
 
     def choose_action(self, state: np.ndarray) -> int:
         """ε-greedy: explore with probability ε, otherwise act on what the network has learned."""
@@ -163,11 +155,10 @@ class DQNAgent:
 
     def store_experience(self, state, action, reward, next_state, terminated: bool) -> None:
         # Store `terminated`, not `done`: an episode cut by the time limit did not really end.
-        self.replay_buffer.append(state, action, reward, next_state, terminated)
+        if self.learning:  # while learning pauses, the buffer keeps what taught it, falls too
+            self.replay_buffer.append(state, action, reward, next_state, terminated)
 
-    def td_target(
-        self, rewards: torch.Tensor, next_states: torch.Tensor, terminated: torch.Tensor
-    ) -> torch.Tensor:
+    def td_target(self, rewards, next_states, terminated) -> torch.Tensor:
         """r + γ·max_a' Q_target(s', a'): the reward now plus the discounted best value after."""
         # Without a target network, the target moves with every update of q_net.
         net = self.q_net if self.config.no_target_net else self.target_net
@@ -177,13 +168,12 @@ class DQNAgent:
         return rewards + self.config.gamma * (1.0 - terminated) * next_q
 
     def train(self) -> tuple[float, float] | None:
-        """One gradient step on a random batch; returns its loss and the mean Q-value of the
-        actions taken in it. None while learning is paused or the buffer holds < batch_size."""
-        if not self.learning or len(self.replay_buffer) < self.config.batch_size:
+        """One gradient step: its loss and the batch's mean Q(s, a); None if paused or short."""
+        if not self.learning or self.replay_buffer.size < self.config.batch_size:
             return None
+        batch = self.replay_buffer.sample(self.config.batch_size, self.config.no_replay)
         states, actions, rewards, next_states, terminated = (
-            torch.as_tensor(a, device=self.device)
-            for a in self.replay_buffer.sample(self.config.batch_size, self.config.no_replay)
+            torch.as_tensor(column, device=self.device) for column in batch
         )
         current_q = self.q_net(states).gather(1, actions.unsqueeze(1)).squeeze(1)
         target_q = self.td_target(rewards, next_states, terminated)
@@ -201,12 +191,15 @@ class DQNAgent:
         """Mean return of `episodes` greedy episodes (no exploration, no learning)."""
         return float(np.mean([greedy_episode(env, self.greedy)[0] for _ in range(episodes)]))
 
-    def pause_if_solved(self, eval_avg_reward: float) -> None:
-        """Beyond the tutorial: learning pauses while the latest evaluation is perfect, and
-        resumes when one is not. Trained on nothing but perfect episodes, DQN forgets how to
-        recover from a tilt."""
+    def long_check(self, env: gym.Env, episodes: int) -> int:
+        """Steps the greedy policy holds the pole in the shortest of `episodes` long episodes."""
+        return min(greedy_episode(env, self.greedy)[1] for _ in range(episodes))
+
+    def pause_if_solved(self, eval_avg_reward: float, held: int) -> None:
+        """Beyond the tutorial: learning pauses while the latest evaluation is perfect and its
+        long check held. Trained on nothing but perfect episodes, DQN forgets how to recover."""
         solved = self.config.solved_reward > 0 and eval_avg_reward >= self.config.solved_reward
-        self.learning = not solved
+        self.learning = not (solved and held >= self.config.long_check_steps)
 
     def save_model(self, path: Path) -> None:
         """Save q_net's weights as a plain state_dict, replacing the old file only when whole."""
@@ -222,8 +215,8 @@ def decay_epsilon(epsilon: float, config: Config) -> float:
 
 
 def train_episode(env: gym.Env, agent: DQNAgent) -> tuple[float, int, list[tuple[float, float]]]:
-    """One ε-greedy episode, learning at every step; returns its reward, its length and what
-    each gradient step returned (loss, mean Q-value)."""
+    """One ε-greedy episode, learning at every step: its reward, length and each update's
+    (loss, mean Q-value)."""
     state, _ = env.reset()
     total_reward, steps, updates = 0.0, 0, []
     while True:
@@ -252,8 +245,7 @@ def greedy_episode(env: gym.Env, policy) -> tuple[float, int]:
             return total_reward, steps
 
 
-# ==== 六、The training loop: episodes of ε-greedy play, one gradient step per environment step, a
-# greedy evaluation every eval_every episodes, and the best evaluated model kept on disk.
+# ==== 六、The training loop: ε-greedy episodes, an evaluation every 10, the best kept on disk.
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and PyTorch, as the tutorial does: the same seed, the same run."""
     random.seed(seed)
@@ -270,10 +262,12 @@ def make_env(seed: int, **kwargs) -> gym.Env:
 
 
 def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog") -> None:
-    """The training loop. Every episode goes to `log` (SwanLab, metrics.csv, the console), as
-    the tutorial's loop calls swanlab.log; the best evaluated network goes to best_model.pth."""
+    """The training loop: each episode goes to `log` as the tutorial's goes to swanlab.log."""
     config = agent.config
-    best = (float("-inf"), -1)  # the best evaluation so far, and the gradient steps behind it
+    # Beyond the tutorial: 500 perfect steps may end with the cart drifting off at step 1000,
+    # so a perfect evaluation counts only once longer episodes (in their own env) hold too.
+    long_env = make_env(config.seed + 3, max_episode_steps=config.long_check_steps)
+    best = (float("-inf"), 0, -1)  # the best evaluation, its long check, its gradient steps
     for episode in range(1, config.episodes + 1):
         reward, length, updates = train_episode(env, agent)
         if stop_requested():
@@ -281,26 +275,30 @@ def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog")
         log.episode(episode, reward, length, agent.epsilon, updates)
         agent.epsilon = decay_epsilon(agent.epsilon, config)
 
-        # While learning, a training episode that reaches the solved reward is checked at once:
-        # it may be the policy to keep, and ten more episodes of updates can undo it.
-        promising = agent.learning and config.solved_reward > 0 and reward >= config.solved_reward
+        # While learning, an episode that plays well (early_eval_reward until a perfect evaluation,
+        # then the solved reward) is evaluated at once: ten more episodes of updates can undo it.
+        good = config.solved_reward if best[0] >= config.solved_reward else config.early_eval_reward
+        promising = agent.learning and config.solved_reward > 0 and reward >= good
         if episode % config.eval_every == 0 or episode == config.episodes or promising:
             eval_avg_reward = agent.evaluate(eval_env, config.eval_episodes)
-            # A tie after more learning replaces the saved model too: the newer network scores
-            # as well and has also learned from the failures seen since.
-            if (eval_avg_reward, agent.step_count) > best:
-                best = (eval_avg_reward, agent.step_count)
+            held = 0  # a paused network is the one whose check held when learning paused
+            if config.solved_reward > 0 and eval_avg_reward >= config.solved_reward:
+                full = config.long_check_steps
+                held = agent.long_check(long_env, config.eval_episodes) if agent.learning else full
+            # Of two networks that evaluate as well, the one that held longer is kept; a tie
+            # after more learning replaces it too: it has learned from more failures.
+            if (eval_avg_reward, held, agent.step_count) > best:
+                best = (eval_avg_reward, held, agent.step_count)
                 agent.save_model(Path(config.output_dir) / "best_model.pth")
-                log.best_model_saved(eval_avg_reward)
-            agent.pause_if_solved(eval_avg_reward)
-            log.evaluation(eval_avg_reward, agent.q_net)
+                log.best_model_saved(eval_avg_reward, held)
+            agent.pause_if_solved(eval_avg_reward, held)
+            log.evaluation(eval_avg_reward, held, agent.q_net)
 
 
-# ==== Test playback: the best saved model plays with a longer time limit, recorded to mp4 by
-# gymnasium's RecordVideo (the first episode goes to the dashboard as a GIF).
+# ==== Test playback: the best saved model plays with a longer time limit, recorded to mp4.
 def test_playback(config: Config, q_net: QNetwork, log: "RunLog") -> None:
-    """The best model plays config.test_episodes greedy episodes, recorded unless --no-video."""
-    # seed + 2: start states that neither training nor evaluation has seen.
+    """The best model plays test_episodes greedy episodes, recorded unless --no-video, from
+    start states that neither training nor evaluation has seen (seed + 2)."""
     env = make_env(
         config.seed + 2, render_mode="rgb_array", max_episode_steps=config.max_test_steps
     )
@@ -318,8 +316,7 @@ def test_playback(config: Config, q_net: QNetwork, log: "RunLog") -> None:
 def train_and_test(config: Config, log: "RunLog") -> None:
     """The tutorial's 六、完整代码 from start to end: train, keep the best model, watch it play."""
     env = make_env(config.seed)
-    # A separate environment for evaluation, so that evaluating does not disturb training.
-    eval_env = make_env(config.seed + 1)
+    eval_env = make_env(config.seed + 1)  # its own: evaluating must not disturb training
     state_dim, action_dim = env.observation_space.shape[0], env.action_space.n
     log.start(state_dim=state_dim, action_dim=action_dim)  # the tutorial's swanlab.init
     set_seed(config.seed)
@@ -485,6 +482,8 @@ COLUMNS = {
     "q_value": ("train/q_value", "Q", "6.2f"),
     "eval_avg_reward": ("eval/avg_reward", "eval", "5.1f"),  # logged only with an evaluation
     "best_avg_reward": ("eval/best_avg_reward", "best", "5.1f"),
+    # our own check, not CartPole-v1's: the shortest of the long episodes (none if not run)
+    "long_check_steps": ("eval/long_check_steps", "held", "5d"),
 }
 METRIC_COLUMNS = list(COLUMNS)
 
@@ -625,29 +624,31 @@ class RunLog:
             loss, q_value = float(np.mean(losses)), float(np.mean(q_values))
         wall_time_s = round(time.time() - self.started, 3)
         numbers = [episode, self.env_steps, wall_time_s, reward, length, epsilon, loss, q_value]
-        row = dict(zip(METRIC_COLUMNS, [*numbers, None, self.best_avg_reward], strict=True))
+        row = dict.fromkeys(COLUMNS) | dict(zip(COLUMNS, numbers, strict=False))
+        row["best_avg_reward"] = self.best_avg_reward
         self.rows.append(row)
         self.chart(chart_values(row, "train/"), episode)
         self.show_progress()
         self.bar.update()
 
-    def best_model_saved(self, eval_avg_reward: float) -> None:
+    def best_model_saved(self, eval_avg_reward: float, held: int) -> None:
         """best_model.json beside the model: when it was evaluated, how well, every setting."""
         row, self.best_avg_reward = self.rows[-1], eval_avg_reward
         self.best_model, self.best_episode = self.output / "best_model.pth", row["episode"]
         info = {"episode": row["episode"], "eval_avg_reward": eval_avg_reward}
         info |= {"env_steps": row["env_steps"], "seed": self.config.seed}
         info |= {"run_started_at": self.started, "config": asdict(self.config)}
-        info["versions"] = library_versions()
+        info |= {"long_check_steps": held or None, "versions": library_versions()}
         save_atomically(
             self.output / "best_model.json", lambda f: json.dump(info, f, indent=2), "w"
         )
 
-    def evaluation(self, eval_avg_reward: float, q_net: QNetwork) -> None:
+    def evaluation(self, eval_avg_reward: float, held: int, q_net: QNetwork) -> None:
         """An evaluation: metrics.csv saved, a line printed, the eval/ charts logged with a
         picture of what q_net's greedy policy does, state by state."""
         row, self.last_eval = self.rows[-1], eval_avg_reward
         row |= {"eval_avg_reward": eval_avg_reward, "best_avg_reward": self.best_avg_reward}
+        row["long_check_steps"] = held or None
         write_metrics(self.output / "metrics.csv", self.rows)
         tqdm.write(numbers_line(row), file=sys.stdout)
         sys.stdout.flush()

@@ -213,7 +213,7 @@ def test_replay_buffer_is_fifo_with_a_fixed_capacity():
     buffer = dqn.ReplayBuffer(3, 1, np.random.default_rng(0))
     for i in range(5):
         buffer.append([i], 0, float(i), [i + 1], False)
-    assert len(buffer) == 3
+    assert buffer.size == 3
     assert sorted(buffer.rewards.tolist()) == [2.0, 3.0, 4.0]  # 0 and 1 were dropped first
     states, *_ = buffer.sample(50)
     assert set(states[:, 0].tolist()) == {2.0, 3.0, 4.0}
@@ -284,13 +284,17 @@ def train(agent: dqn.DQNAgent) -> dqn.RunLog:
     return log
 
 
-def train_with_scripted_evaluations(tmp_path, monkeypatch, scores: list[float]) -> list[dict]:
-    """Six episodes, an evaluation every two, whose averages are `scores`; returns the rows."""
+def train_with_scripted_evaluations(
+    tmp_path, monkeypatch, scores: list[float], held: list[int] | None = None
+) -> list[dict]:
+    """Six episodes, an evaluation every two, whose averages are `scores` and whose long checks
+    hold `held` steps (all of them, if not given); returns the rows of metrics.csv."""
     config = dqn.Config(episodes=6, eval_every=2, solved_reward=500, batch_size=8)
     config.output_dir = str(tmp_path)
     agent = dqn.DQNAgent(4, 2, config)
-    scripted = iter(scores)
+    scripted, checks = iter(scores), iter(held or [config.long_check_steps] * len(scores))
     monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(scripted))
+    monkeypatch.setattr(agent, "long_check", lambda env, episodes: next(checks))
     train(agent)
     with open(tmp_path / "metrics.csv") as f:
         return list(csv.DictReader(f))
@@ -327,9 +331,74 @@ def test_while_learning_a_full_length_training_episode_is_evaluated_at_once(tmp_
 
     monkeypatch.setattr(dqn, "train_episode", scripted_episode)
     monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(eval_scores))
+    monkeypatch.setattr(agent, "long_check", lambda env, episodes: config.long_check_steps)
     eval_scores = iter([480.0, 500.0, 500.0])
     train(agent)
     with open(tmp_path / "metrics.csv") as f:
         evaluated = [int(row["episode"]) for row in csv.DictReader(f) if row["eval_avg_reward"]]
     # Episode 2 is extra; 4 and 8 are the regular ones; 5 and 6 come while learning is paused.
     assert evaluated == [2, 4, 8]
+
+
+def evaluated_episodes(tmp_path, monkeypatch, train_rewards: list[float], scores) -> list[int]:
+    """Which episodes are evaluated when training scores `train_rewards` (every 5 is regular)."""
+    config = dqn.Config(episodes=len(train_rewards), eval_every=5, batch_size=8)
+    config.output_dir = str(tmp_path)
+    agent = dqn.DQNAgent(4, 2, config)
+    rewards, evals = iter(train_rewards), iter(scores)
+    monkeypatch.setattr(
+        dqn,
+        "train_episode",
+        lambda env, agent: (reward := next(rewards), int(reward), [(1.0, 2.0)]),
+    )
+    monkeypatch.setattr(agent, "evaluate", lambda env, episodes: next(evals))
+    monkeypatch.setattr(agent, "long_check", lambda env, episodes: 10)  # never long enough
+    train(agent)
+    with open(tmp_path / "metrics.csv") as f:
+        return [int(row["episode"]) for row in csv.DictReader(f) if row["eval_avg_reward"]]
+
+
+def test_until_the_first_perfect_evaluation_a_good_episode_is_evaluated_at_once(
+    tmp_path, monkeypatch
+):
+    train_rewards = [20.0, 150.0, 60.0, 99.0, 30.0, 100.0, 140.0, 40.0, 40.0, 40.0]
+    scores = [90.0, 110.0, 500.0, 480.0]  # episodes 2, 5, 6 (perfect), then 10
+    assert evaluated_episodes(tmp_path, monkeypatch, train_rewards, scores) == [2, 5, 6, 10]
+    # 150 and 100 reach early_eval_reward (100); after the perfect one, 140 no longer does.
+
+
+def test_a_perfect_evaluation_counts_only_once_the_long_check_holds(tmp_path, monkeypatch):
+    rows = train_with_scripted_evaluations(tmp_path, monkeypatch, [500.0] * 3, [900, 5000, 5000])
+    learned = [row["loss"] != "" for row in rows]
+    assert learned == [True, True, True, True, False, False]  # it pauses after episode 4
+    assert [row["long_check_steps"] for row in rows if row["eval_avg_reward"]] == [
+        "900",
+        "5000",
+        "5000",
+    ]
+
+
+def test_of_two_networks_that_evaluate_as_well_the_one_that_held_longer_is_kept(
+    tmp_path, monkeypatch
+):
+    train_with_scripted_evaluations(tmp_path, monkeypatch, [500.0] * 3, [3000, 800, 1200])
+    assert best_episode(tmp_path) == 2
+    info = json.loads((tmp_path / "best_model.json").read_text())
+    assert info["long_check_steps"] == 3000
+
+
+def test_while_learning_is_paused_the_buffer_keeps_what_it_held():
+    agent = make_agent()
+    fill_buffer(agent, 20)
+    agent.learning = False
+    fill_buffer(agent, 5)
+    assert agent.replay_buffer.size == 20
+    agent.learning = True
+    fill_buffer(agent, 5)
+    assert agent.replay_buffer.size == 25
+
+
+def test_the_long_check_is_the_shortest_of_its_episodes(monkeypatch):
+    lengths = iter([300, 120, 250])
+    monkeypatch.setattr(dqn, "greedy_episode", lambda env, policy: (0.0, next(lengths)))
+    assert make_agent().long_check(dqn.make_env(seed=0, max_episode_steps=300), 3) == 120

@@ -65,7 +65,10 @@ def test_in_a_terminal_a_progress_bar_runs_below_one_line_per_evaluation(tmp_pat
     assert any("eval" in s and "best" in s and "episode 2" in s for s in bar)
     kept = [line for line in screen.split("\n") if line.strip()]
     evaluations = [line for line in kept if re.match(r"\S*episode +\d+ \|", line.split("\r")[-1])]
-    assert len(evaluations) == 3, kept  # episodes 10, 20 and 30
+    evaluated = [
+        r for r in read_metrics(tmp_path / "output" / "metrics.csv") if r["eval_avg_reward"]
+    ]
+    assert len(evaluations) == len(evaluated) >= 3, kept  # 10, 20, 30 and any early ones
     assert "Best evaluation:" in screen and "Total time:" in screen
 
 
