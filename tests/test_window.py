@@ -79,11 +79,17 @@ def screen():
 
 
 def wait_for_window(client, process, timeout: float = 30):
+    from Xlib.error import XError
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for window in client.screen().root.query_tree().children:
-            name = window.get_full_property(client.intern_atom("_NET_WM_NAME"), 0)
-            if name and name.value.decode() == TITLE and window.get_attributes().map_state:
+            try:  # a window may go between the listing and the look (SDL makes short-lived ones)
+                name = window.get_full_property(client.intern_atom("_NET_WM_NAME"), 0)
+                shown = name and name.value.decode() == TITLE and window.get_attributes().map_state
+            except XError:
+                continue
+            if shown:
                 return window
         assert process.poll() is None, process.communicate()
         time.sleep(0.05)
