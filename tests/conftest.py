@@ -21,10 +21,10 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_script(cwd: Path, *args: str, timeout: float = 120, **env: str):
-    """Run the real command as a learner would, with stdin closed."""
+def run_command(cwd: Path, command: list[str], timeout: float = 120, **env: str):
+    """Run `command` in `cwd` as a new user would (see clean_env), with stdin closed."""
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
+        command,
         cwd=cwd,
         env=clean_env(cwd, **env),
         stdin=subprocess.DEVNULL,
@@ -32,6 +32,11 @@ def run_script(cwd: Path, *args: str, timeout: float = 120, **env: str):
         text=True,
         timeout=timeout,
     )
+
+
+def run_script(cwd: Path, *args: str, timeout: float = 120, **env: str):
+    """Run the real command as a learner would, with stdin closed."""
+    return run_command(cwd, [sys.executable, str(SCRIPT), *args], timeout, **env)
 
 
 def start_script(cwd: Path, *args: str, preexec_fn=None, **env: str) -> subprocess.Popen:

@@ -1,22 +1,14 @@
 """Quick runs of the benchmarks themselves: each must run the script and report what it saw."""
 
-import subprocess
 import sys
 
 import dqn_cartpole as dqn
-from conftest import REPO, clean_env
+from conftest import REPO, run_command
 
 
 def run_benchmark(name: str, cwd, *args: str) -> list[list[str]]:
     """Run benchmarks/`name` with `args`; the cells of its markdown table, header first."""
-    result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / name), *args],
-        env=clean_env(cwd),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_command(cwd, [sys.executable, str(REPO / "benchmarks" / name), *args])
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     return [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]

@@ -5,7 +5,6 @@ with spaces and Chinese characters, and a network that goes out through a proxy.
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -16,9 +15,9 @@ import dqn_cartpole as dqn
 from conftest import (
     REPO,
     balancing_model,
-    clean_env,
     read_metrics,
     read_until,
+    run_command,
     run_script,
     start_script,
 )
@@ -53,15 +52,7 @@ def run_imitating(cwd, imitations: list[str], *args: str, **env: str):
     code = "".join(IMITATIONS[name] for name in imitations)
     code += f"import sys; sys.path.insert(0, {str(REPO)!r}); import dqn_cartpole\n"
     code += "sys.exit(dqn_cartpole.main(sys.argv[1:]))\n"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=cwd,
-        env=clean_env(cwd, **env),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_command(cwd, [sys.executable, "-c", code, *args], **env)
 
 
 def test_a_clock_that_advances_in_steps_of_15_ms_does_not_stop_the_run(tmp_path):
@@ -149,15 +140,7 @@ def test_printed_commands_work_when_pasted_into_a_shell_on_a_path_with_spaces(tm
     hint = next(line for line in out.splitlines() if line.startswith("Stopped by SIGTERM."))
     command = hint.split("To record the videos: ", 1)[1]
     extra = " --test-episodes 1 --max-test-steps 5 --no-video --swanlab-mode disabled"
-    pasted = subprocess.run(
-        ["bash", "-c", command + extra],
-        cwd=cwd,
-        env=clean_env(cwd),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    pasted = run_command(cwd, ["bash", "-c", command + extra], timeout=60)
     assert pasted.returncode == 0, command + "\n" + pasted.stderr
     assert "test episode 0 | reward" in pasted.stdout
     dashboard = next(line for line in out.splitlines() if line.startswith("Dashboard: "))

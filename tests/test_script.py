@@ -9,24 +9,13 @@ import torch
 import yaml
 
 import dqn_cartpole as dqn
-from conftest import REPO, clean_env, read_metrics, swanlab_metric
+from conftest import REPO, read_metrics, run_command, swanlab_metric
 
 
 def run_with_script_imported(cwd, code: str = "") -> subprocess.CompletedProcess:
     """`import dqn_cartpole`, then `code`, in a fresh Python process with a learner's HOME."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"import sys; sys.path.insert(0, {str(REPO)!r}); import dqn_cartpole\n{code}",
-        ],
-        cwd=cwd,
-        env=clean_env(cwd),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    imported = f"import sys; sys.path.insert(0, {str(REPO)!r}); import dqn_cartpole\n{code}"
+    return run_command(cwd, [sys.executable, "-c", imported], timeout=60)
 
 
 def test_importing_the_script_trains_prints_and_writes_nothing(tmp_path):
