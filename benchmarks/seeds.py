@@ -150,16 +150,13 @@ def main() -> int:
     parser.add_argument("--script", type=Path, default=REPO / "dqn_cartpole.py", help="to compare")
     parser.add_argument("script_args", nargs="*", help="after --: arguments for the script")
     args = parser.parse_args()
-    available = CORES
-    if not 1 <= args.jobs <= len(available):
-        parser.error(
-            f"--jobs must be between 1 and {len(available)}, the cores this process may use"
-        )
+    if not 1 <= args.jobs <= len(CORES):
+        parser.error(f"--jobs must be between 1 and {len(CORES)}, the cores this process may use")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dqn-seeds-"))
     started = time.time()
     cores = queue.Queue()
-    for core in available[: args.jobs]:
+    for core in CORES[: args.jobs]:
         cores.put(core)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(
