@@ -335,10 +335,13 @@ import argparse
 import contextlib
 import csv
 import functools
+import itertools
 import json
 import math
 import os
+import pickle
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -349,6 +352,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, fields
+from importlib import metadata, util
 
 import requests
 import swanlab
@@ -356,6 +360,71 @@ from gymnasium.wrappers import HumanRendering, RecordVideo
 from PIL import Image, ImageDraw, ImageFont
 from torch.optim.adam import adam as adam_update
 from tqdm import tqdm
+
+# ---- Versions: the range of each library that the script was run with, checked at the start --
+# (lowest, first release not checked), both found by running the script (README, "Which
+# versions"); requirements.txt asks for the same. Where the script leans on a library's
+# internals, they are named here, with the versions they were checked on:
+# - gymnasium 1.0.0-1.4.0: RecordVideo's start_recording, stop_recording, _capture_frame,
+#   recorded_frames, recording, episode_id and frames_per_sec (StreamingRecordVideo);
+#   HumanRendering's _render_frame, window and clock (Window); CartPole's render_mode and screen
+#   (draw_cartpole). Before 1.0, RecordVideo is another class, which ignores the subclass.
+# - swanlab 0.10.3-0.10.3: Settings(probe=...) and its api_key, mode and api_host; a run's mode,
+#   url, dir and finish(state=, error=); the SIGINT handler that swanlab.init installs.
+# - torch 2.2.2-2.13.0: torch.optim.adam.adam, the functional Adam behind torch.optim.Adam, fused
+#   on a CPU from 2.4 (FusedAdam); get_unsafe_globals_in_checkpoint from 2.5 (load_model).
+SUPPORTED = {
+    "torch": ("2.2.2", "2.16"),
+    "gymnasium": ("1.0.0", "1.5"),
+    "numpy": ("1.26", "3"),
+    "swanlab": ("0.10.3", "0.11"),
+    "moviepy": ("1.0.3", "3"),
+    "imageio-ffmpeg": ("0.5", "1"),
+    "pillow": ("10.1", None),
+    "tqdm": ("4.66", "5"),
+    "requests": ("2.28", "3"),
+}
+EXTRAS = {"gymnasium": "[classic-control]", "swanlab": "[dashboard]"}  # as requirements.txt says
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """ "2.13.0+cpu" -> (2, 13, 0): the release numbers, enough to compare with a range."""
+    numbers = []
+    for part in version.split("+")[0].split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
+def version_problems(installed: dict[str, str | None]) -> list[str]:
+    """One line for each library outside its range: the version found, the range, the fix."""
+    problems = []
+    for name, (low, high) in SUPPORTED.items():
+        found = installed.get(name)
+        if found and version_tuple(low) <= version_tuple(found):
+            if high is None or version_tuple(found) < version_tuple(high):
+                continue
+        needs = f"{low} or newer" + (f", below {high}" if high else "")
+        fix = f"{name}{EXTRAS.get(name, '')}>={low}" + (f",<{high}" if high else "")
+        has = f"{name} {found} is installed" if found else f"{name} is not installed"
+        problems.append(f'{has}; this script needs {needs}: pip install "{fix}"')
+    torch_version, numpy_version = installed.get("torch") or "0", installed.get("numpy") or "0"
+    if version_tuple(torch_version) < (2, 3) and version_tuple(numpy_version) >= (2,):
+        problems.append(  # its wheels were built against NumPy 1 (torch 2.3 is the first for 2)
+            f"numpy {numpy_version} is installed; torch {torch_version} needs NumPy 1: "
+            'pip install "numpy>=1.26,<2"'
+        )
+    return problems
+
+
+def installed_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in SUPPORTED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
 
 
 # ---- The command line: one flag per Config field; a bad value is refused in one line ---------
@@ -503,6 +572,17 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version()} | {k: m.__version__ for k, m in modules.items()}
 
 
+def unsafe_globals(path: Path) -> list[str]:
+    """The functions a checkpoint would call when unpickled; a safe model file names none."""
+    if hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):  # torch 2.5 and later
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    try:  # before 2.5, the weights-only load refuses such a file, naming what it refused
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        return re.findall(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(error))
+    return []
+
+
 def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
     """Rebuild a QNetwork from a saved state_dict, or raise InputError saying what is wrong."""
     if not path.is_file() or path.stat().st_size == 0:
@@ -510,7 +590,7 @@ def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
     try:
         # SAFETY: a plain pickle can run any code when loaded, and a "pretrained model" from a
         # stranger is exactly such a file: one that names a function to call is refused unread.
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        unsafe = unsafe_globals(path)
         with warnings.catch_warnings():  # its warnings would bury the one line that matters
             warnings.simplefilter("ignore")
             state_dict = None if unsafe else torch.load(path, map_location="cpu", weights_only=True)
@@ -555,20 +635,45 @@ def start_swanlab(config: Config, extra_config: dict) -> "swanlab.Run | None":
             try:  # first a 3 s check that the host answers: SwanLab itself retries for ~15 s
                 # With requests, as SwanLab's own client: through HTTPS_PROXY or ALL_PROXY if set.
                 requests.head(settings.api_host, timeout=3)
-                return swanlab.init(mode=mode, **options)
+                return init_keeping_signals(mode=mode, **options)
             except Exception as error:
                 # No network or a bad key: keep the run, and its curves, on this machine instead.
                 short = isinstance(error, requests.RequestException)  # its text is a paragraph
                 why = f"{settings.api_host}: {type(error).__name__}" if short else error
                 warn(f"SwanLab cloud unavailable ({why}); logging locally instead.")
                 mode = "local"
-        return swanlab.init(mode=mode, reinit=True, **options)
+        if mode == "local" and not dashboard_installed():  # SwanLab without its [dashboard]
+            warn(
+                f"SwanLab's dashboard is not installed ({DASHBOARD_FIX}): this run is kept offline"
+                " in swanlog/, and metrics.csv has every value."
+            )
+            mode = "offline"
+        return init_keeping_signals(mode=mode, reinit=True, **options)
     except Exception as error:  # e.g. a file named swanlog, or a folder that cannot be written
         reason = (
             error.errors()[0]["msg"] if hasattr(error, "errors") else " ".join(f"{error}".split())
         )
         warn(f"SwanLab could not start ({reason}); no dashboard, metrics.csv has every value.")
         return None
+
+
+def init_keeping_signals(**options) -> "swanlab.Run":
+    """swanlab.init, with the stop signals left as they were: SwanLab's own SIGINT handler would
+    end its run at the first Ctrl-C, and catch a SIGINT that a background job ignores."""
+    handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        return swanlab.init(**options)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+DASHBOARD_FIX = 'pip install "swanlab[dashboard]"'
+
+
+def dashboard_installed() -> bool:
+    """Is swanboard there, the package that `swanlab watch` and SwanLab's local mode need?"""
+    return util.find_spec("swanboard") is not None
 
 
 # ---- What a run reports: the dashboard, metrics.csv, best_model.json and the console ---------
@@ -676,7 +781,10 @@ class RunLog:
         if self.run.mode == "online":
             return f"SwanLab: {self.run.url}"
         if self.run.mode == "offline":
-            return f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
+            saved = f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
+            if not dashboard_installed():
+                return f"Dashboard: for the next runs, install it: {DASHBOARD_FIX}. {saved}"
+            return saved
         cli = ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
         return "Dashboard: " + shell_command([*cli, "watch", str(Path(self.run.dir).parent)])
 
@@ -1039,11 +1147,14 @@ class FusedAdam:
         for p in self.params:
             p.grad = None
 
+    # fused: one kernel for all six tensors instead of a few small operations per tensor. Before
+    # torch 2.4 (an Intel Mac's 2.2.2) there is no fused Adam on a CPU: the plain one, per tensor.
+    FUSED = version_tuple(torch.__version__) >= (2, 4)
+
     @torch.no_grad()
     def step(self) -> None:
         grads = [p.grad for p in self.params]
-        # fused: one kernel for all six tensors instead of a few small operations per tensor.
-        args = dict(fused=True, lr=self.lr, maximize=False, **self.DEFAULTS)
+        args = dict(fused=self.FUSED, lr=self.lr, maximize=False, **self.DEFAULTS)
         adam_update(self.params, grads, *self.moments, [], self.steps, **args)
 
 
@@ -1083,6 +1194,10 @@ def main(argv: list[str] | None = None) -> int:
     written (a full disk), 128 + the signal's number when stopped (130 Ctrl-C, 143 SIGTERM)."""
     started = time.time()
     config = parse_args(argv)
+    if problems := version_problems(installed_versions()):  # before anything is written
+        for problem in problems:
+            print(f"dqn_cartpole.py: error: {problem}", file=sys.stderr)
+        return 2
     for stream in sys.stdout, sys.stderr:  # a console that lacks "ε" prints "?" instead
         with contextlib.suppress(AttributeError):
             stream.reconfigure(errors="replace")
