@@ -2,6 +2,7 @@
 
     python benchmarks/hot_loop.py            # default settings, 5000 steps
     python benchmarks/hot_loop.py --steps 20000 --batch-size 128
+    python benchmarks/hot_loop.py --plain-adam   # Adam as torch before 2.4 runs it (no fused)
 
 Times each part of the script's own training step (one core, one thread) and prints
 microseconds per call and environment steps per second.
@@ -23,7 +24,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--epsilon", type=float, default=0.1, help="share of random actions")
+    parser.add_argument("--plain-adam", action="store_true", help="Adam without fusing")
     known, script_args = parser.parse_known_args()
+    if known.plain_adam:  # what an Intel Mac's torch 2.2.2 runs: no fused Adam on a CPU
+        dqn.FusedAdam.FUSED = False
     config = dqn.parse_args(script_args)
     torch.set_num_threads(1)
     dqn.set_seed(config.seed)

@@ -109,6 +109,7 @@ def test_the_greedy_policy_refuses_a_layer_it_cannot_compute():
         dqn.greedy_policy(net)
 
 
+@pytest.mark.skipif(not dqn.FusedAdam.FUSED, reason="torch < 2.4 has no fused Adam on a CPU")
 def test_fused_adam_moves_the_weights_exactly_as_torch_optim_adam_does():
     torch.manual_seed(0)
     ours, reference = dqn.QNetwork(4, 2), dqn.QNetwork(4, 2)
