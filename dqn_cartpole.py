@@ -362,26 +362,28 @@ from torch.optim.adam import adam as adam_update
 from tqdm import tqdm
 
 # ---- Versions: the range of each library that the script was run with, checked at the start --
-# (lowest, first release not checked), both found by running the script (README, "Which
-# versions"); requirements.txt asks for the same. Where the script leans on a library's
-# internals, they are named here, with the versions they were checked on:
+# (lowest, first release not checked), found by running the script (README, "Which versions");
+# requirements.txt asks for the same. Where the script leans on a library's internals, they are
+# named here, with the versions they were checked on:
 # - gymnasium 1.0.0-1.4.0: RecordVideo's start_recording, stop_recording, _capture_frame,
-#   recorded_frames, recording, episode_id and frames_per_sec (StreamingRecordVideo);
-#   HumanRendering's _render_frame, window and clock (Window); CartPole's render_mode and screen
-#   (draw_cartpole). Before 1.0, RecordVideo is another class, which ignores the subclass.
-# - swanlab 0.10.3-0.10.3: Settings(probe=...) and its api_key, mode and api_host; a run's mode,
-#   url, dir and finish(state=, error=); the SIGINT handler that swanlab.init installs.
-# - torch 2.2.2-2.13.0: torch.optim.adam.adam, the functional Adam behind torch.optim.Adam, fused
-#   on a CPU from 2.4 (FusedAdam); get_unsafe_globals_in_checkpoint from 2.5 (load_model).
+#   recorded_frames, recording, _video_name, episode_id and frames_per_sec
+#   (StreamingRecordVideo); HumanRendering's _render_frame, window and clock (Window);
+#   CartPole's render_mode and screen (draw_cartpole). gymnasium 0.29's RecordVideo is another
+#   class, which never calls the subclass: the videos come, the GIF does not.
+# - swanlab 0.8.2-0.10.3: Settings(probe=...) and its api_key, mode and api_host; a run's mode,
+#   url, dir and finish(state=, error=); the SIGINT handler that swanlab.init installs. Before
+#   0.8.2 the GIF never reaches the dashboard; before 0.8.0, Settings has no api_key.
+# - torch 2.2.2, 2.13.0, 2.15.0: torch.optim.adam.adam, the function behind torch.optim.Adam,
+#   fused on a CPU from 2.4 (FusedAdam); get_unsafe_globals_in_checkpoint from 2.5 (load_model).
 SUPPORTED = {
     "torch": ("2.2.2", "2.16"),
     "gymnasium": ("1.0.0", "1.5"),
-    "numpy": ("1.26", "3"),
-    "swanlab": ("0.10.3", "0.11"),
-    "moviepy": ("1.0.3", "3"),
-    "imageio-ffmpeg": ("0.5", "1"),
-    "pillow": ("10.1", None),
-    "tqdm": ("4.66", "5"),
+    "numpy": ("1.23.2", "3"),
+    "swanlab": ("0.8.2", "0.11"),
+    "moviepy": ("1.0.3", "3"),  # only imported, by RecordVideo, to check that it is there
+    "imageio-ffmpeg": ("0.2.0", "1"),
+    "pillow": ("10.1", None),  # ImageFont.load_default(size=...)
+    "tqdm": ("4.35", "5"),  # the bar's {bar:20}
     "requests": ("2.28", "3"),
 }
 EXTRAS = {"gymnasium": "[classic-control]", "swanlab": "[dashboard]"}  # as requirements.txt says
@@ -1204,6 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
     if not config.watch:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws frames with no display
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # no ALSA errors where there is no sound card
     log = RunLog(config, started)
     with stop_signals_handled():
         try:
