@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -39,8 +40,17 @@ def run_script(cwd: Path, *args: str, timeout: float = 120, **env: str):
     return run_command(cwd, [sys.executable, str(SCRIPT), *args], timeout, **env)
 
 
+def default_stop_signals() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP as a terminal gives them. A suite started under `nohup` or as
+    a background job (`pytest &`) ignores SIGHUP or SIGINT, and its children would inherit that."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 def start_script(cwd: Path, *args: str, preexec_fn=None, **env: str) -> subprocess.Popen:
-    """The real command in the background, its stdout and stderr read as text."""
+    """The real command in the background, its stdout and stderr read as text; `preexec_fn`
+    runs in the new process, after its stop signals are set as a terminal sets them."""
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), *args],
         cwd=cwd,
@@ -49,7 +59,7 @@ def start_script(cwd: Path, *args: str, preexec_fn=None, **env: str) -> subproce
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=preexec_fn,
+        preexec_fn=lambda: (default_stop_signals(), preexec_fn and preexec_fn()),
     )
 
 

@@ -12,7 +12,16 @@ import pytest
 import torch
 
 import dqn_cartpole as dqn
-from conftest import REPO, SCRIPT, clean_env, read_metrics, read_until, run_script, start_script
+from conftest import (
+    REPO,
+    SCRIPT,
+    clean_env,
+    default_stop_signals,
+    read_metrics,
+    read_until,
+    run_script,
+    start_script,
+)
 
 NO_EXTRAS = ["--swanlab-mode", "disabled", "--no-video"]
 
@@ -178,14 +187,20 @@ def test_a_stop_signal_keeps_the_model_and_metrics_closes_swanlab_and_exits_128_
 
 
 def test_a_second_signal_stops_at_once():
-    with dqn.stop_signals_handled():
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert dqn.stop_requested() and dqn.stop_signal == signal.SIGTERM  # the first one asks
-        with pytest.raises(KeyboardInterrupt) as second:
-            os.kill(os.getpid(), signal.SIGHUP)
-    assert second.value.args == (signal.SIGHUP,)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
-    assert not dqn.stop_requested()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    default_stop_signals()  # as a terminal gives them, even to a suite started with nohup
+    try:
+        with dqn.stop_signals_handled():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert dqn.stop_requested() and dqn.stop_signal == signal.SIGTERM  # the first asks
+            with pytest.raises(KeyboardInterrupt) as second:
+                os.kill(os.getpid(), signal.SIGHUP)
+        assert second.value.args == (signal.SIGHUP,)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+        assert not dqn.stop_requested()
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 def test_a_signal_during_the_test_videos_stops_at_once_and_closes_swanlab(tmp_path):

@@ -138,9 +138,7 @@ def test_before_torch_2_5_a_good_model_still_loads(tmp_path, torch_before_2_5):
     assert torch.equal(loaded(state), net(state))
 
 
-def test_before_torch_2_5_a_model_file_that_runs_code_is_still_refused(
-    tmp_path, torch_before_2_5
-):
+def test_before_torch_2_5_a_model_file_that_runs_code_is_still_refused(tmp_path, torch_before_2_5):
     from test_faults import make_bad_model
 
     path = make_bad_model("runs-code", tmp_path)
