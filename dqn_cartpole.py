@@ -335,7 +335,6 @@ import argparse
 import contextlib
 import csv
 import functools
-import itertools
 import json
 import math
 import os
@@ -348,6 +347,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -359,12 +359,14 @@ import swanlab
 from gymnasium.wrappers import HumanRendering, RecordVideo
 from PIL import Image, ImageDraw, ImageFont
 from torch.optim.adam import adam as adam_update
+from torch.torch_version import TorchVersion as Version  # PEP 440 versions, for any library
 from tqdm import tqdm
 
 # ---- Versions: the range of each library that the script was run with, checked at the start --
-# (lowest, first release not checked), found by running the script (README, "Which versions");
-# requirements.txt asks for the same. Where the script leans on a library's internals, they are
-# named here, with the versions they were checked on:
+# (the lowest that runs, found by running the script; the first release outside: the one after the
+# newest checked where the script leans on internals, else the next major version). README,
+# "Which versions"; requirements.txt asks for the same. The internals, with the versions they
+# were checked on:
 # - gymnasium 1.0.0-1.4.0: RecordVideo's start_recording, stop_recording, _capture_frame,
 #   recorded_frames, recording, _video_name, episode_id and frames_per_sec
 #   (StreamingRecordVideo); HumanRendering's _render_frame, window and clock (Window);
@@ -389,39 +391,34 @@ SUPPORTED = {
 EXTRAS = {"gymnasium": "[classic-control]", "swanlab": "[dashboard]"}  # as requirements.txt says
 
 
-def version_tuple(version: str) -> tuple[int, ...]:
-    """ "2.13.0+cpu" -> (2, 13, 0): the release numbers, enough to compare with a range."""
-    numbers = []
-    for part in version.split("+")[0].split("."):
-        digits = "".join(itertools.takewhile(str.isdigit, part))
-        if not digits:
-            break
-        numbers.append(int(digits))
-    return tuple(numbers)
-
-
 def version_problems(installed: dict[str, str | None]) -> list[str]:
     """One line for each library outside its range: the version found, the range, the fix."""
     problems = []
     for name, (low, high) in SUPPORTED.items():
         found = installed.get(name)
-        if found and version_tuple(low) <= version_tuple(found):
-            if high is None or version_tuple(found) < version_tuple(high):
-                continue
+        # PEP 440's order, as pip's: 1.0 is 1.0.0, 1.0.0a1 is below it, 2.16.0rc1 above 2.16.dev0
+        if found and Version(found) >= low and (high is None or Version(found) < f"{high}.dev0"):
+            continue
         needs = f"{low} or newer" + (f", below {high}" if high else "")
         fix = f"{name}{EXTRAS.get(name, '')}>={low}" + (f",<{high}" if high else "")
         has = f"{name} {found} is installed" if found else f"{name} is not installed"
         problems.append(f'{has}; this script needs {needs}: pip install "{fix}"')
-    torch_version, numpy_version = installed.get("torch") or "0", installed.get("numpy") or "0"
-    if version_tuple(torch_version) < (2, 3) and version_tuple(numpy_version) >= (2,):
+    torch_found, numpy_found = installed.get("torch"), installed.get("numpy")
+    if (
+        torch_found
+        and numpy_found
+        and Version(torch_found) < (2, 3)
+        and Version(numpy_found) >= (2,)
+    ):
         problems.append(  # its wheels were built against NumPy 1 (torch 2.3 is the first for 2)
-            f"numpy {numpy_version} is installed; torch {torch_version} needs NumPy 1: "
-            'pip install "numpy>=1.26,<2"'
+            f"numpy {numpy_found} is installed; torch {torch_found} needs NumPy 1: "
+            f'pip install "numpy>={SUPPORTED["numpy"][0]},<2"'
         )
     return problems
 
 
 def installed_versions() -> dict[str, str | None]:
+    """The version of each library in SUPPORTED, as its package says (not installed: left out)."""
     versions = {}
     for name in SUPPORTED:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -570,8 +567,7 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    modules = {"torch": torch, "gymnasium": gym, "numpy": np, "swanlab": swanlab}
-    return {"python": platform.python_version()} | {k: m.__version__ for k, m in modules.items()}
+    return {"python": platform.python_version()} | installed_versions()
 
 
 def unsafe_globals(path: Path) -> list[str]:
@@ -660,14 +656,15 @@ def start_swanlab(config: Config, extra_config: dict) -> "swanlab.Run | None":
 
 
 def init_keeping_signals(**options) -> "swanlab.Run":
-    """swanlab.init, with the stop signals left as they were: SwanLab's own SIGINT handler would
-    end its run at the first Ctrl-C, and catch a SIGINT that a background job ignores."""
-    handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    """swanlab.init, with SIGINT left as it was: SwanLab's own handler would end its run at the
+    first Ctrl-C, and catch a SIGINT that a background job ignores. (A Ctrl-C during init itself
+    still reaches SwanLab's handler, which ends its run, then ours.)"""
+    handler = signal.getsignal(signal.SIGINT)
     try:
         return swanlab.init(**options)
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
+    finally:  # None: a handler set outside Python, which signal.signal cannot put back
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 DASHBOARD_FIX = 'pip install "swanlab[dashboard]"'
@@ -1151,7 +1148,7 @@ class FusedAdam:
 
     # fused: one kernel for all six tensors instead of a few small operations per tensor. Before
     # torch 2.4 (an Intel Mac's 2.2.2) there is no fused Adam on a CPU: the plain one, per tensor.
-    FUSED = version_tuple(torch.__version__) >= (2, 4)
+    FUSED = torch.__version__ >= (2, 4)
 
     @torch.no_grad()
     def step(self) -> None:

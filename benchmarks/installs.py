@@ -50,15 +50,33 @@ SDIST_ONLY = {"pwinput", "moviepy"}
 NO_WHEEL = re.compile(r"([A-Za-z0-9][\w.-]*?)(?:[=<>!~][^ ]*)? has no (?:usable )?wheels")
 
 
-def compile_(uv: str, source: str, platform: str, macos: str | None, python: str,
-             extra: list[str], stdin: str = "") -> tuple[dict[str, str], str]:  # fmt: skip
+def compile_(
+    uv: str,
+    source: str,
+    platform: str,
+    macos: str | None,
+    python: str,
+    extra: list[str],
+    stdin: str = "",
+) -> tuple[dict[str, str], str]:
     """uv's resolution for that machine: {package: version}, or {} and uv's error."""
     env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")  # a build for metadata runs on this one
     env.pop("MACOSX_DEPLOYMENT_TARGET", None)
     if macos:
         env["MACOSX_DEPLOYMENT_TARGET"] = macos  # uv takes the macOS version from it
-    argv = [uv, "pip", "compile", source, "--python-version", python, "--python-platform",
-            platform, "--no-header", "--no-annotate", *extra]  # fmt: skip
+    argv = [
+        uv,
+        "pip",
+        "compile",
+        source,
+        "--python-version",
+        python,
+        "--python-platform",
+        platform,
+        "--no-header",
+        "--no-annotate",
+        *extra,
+    ]
     done = subprocess.run(argv, env=env, input=stdin, capture_output=True, text=True)
     if done.returncode != 0:
         return {}, done.stderr
@@ -102,13 +120,17 @@ def main() -> int:
     started = time.time()
     cells = [(name, py) for name in PLATFORMS for py in PYTHONS]
     with ThreadPoolExecutor(args.jobs) as pool:  # mostly waiting on the index: threads suffice
-        jobs = {c: pool.submit(cell, args.uv, args.requirements.resolve(), *PLATFORMS[c[0]][:2],
-                               c[1]) for c in cells}  # fmt: skip
+        jobs = {
+            c: pool.submit(cell, args.uv, args.requirements.resolve(), *PLATFORMS[c[0]][:2], c[1])
+            for c in cells
+        }
         results = {c: job.result() for c, job in jobs.items()}
 
-    print(f"`pip install -r {args.requirements}` as each machine would resolve it, "
-          f"{time.strftime('%Y-%m-%d')}, {time.time() - started:.0f} s. torch / NumPy, or ✗ and "
-          "what has no wheel there; (in brackets): not required.\n")  # fmt: skip
+    print(
+        f"`pip install -r {args.requirements}` as each machine would resolve it, "
+        f"{time.strftime('%Y-%m-%d')}, {time.time() - started:.0f} s. torch / NumPy, or ✗ and "
+        "what has no wheel there; (in brackets): not required.\n"
+    )
     print("| platform | " + " | ".join(PYTHONS) + " |")
     print("|---|" + "---|" * len(PYTHONS))
     failed, passed, sdists = [], 0, {}

@@ -16,7 +16,6 @@ A venv that already exists under --venvs is reused (torch is a large download on
 import argparse
 import csv
 import hashlib
-import io
 import subprocess
 import sys
 import tempfile
@@ -27,11 +26,23 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def pyenv_pythons() -> list[str]:
-    """pyenv's CPython 3.10 and newer, by path."""
+    """pyenv's CPython 3.10 and newer, by path (a 3.14-dev or pypy folder is left out)."""
     root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
-    found = sorted(Path(root, "versions").glob("3.*/bin/python3")) if root else []
-    minor = lambda p: int(p.parts[-3].split(".")[1])  # noqa: E731  (versions/3.12.1/bin)
-    return [str(p) for p in sorted(found, key=minor) if minor(p) >= 10]
+    found = {}
+    for python in Path(root, "versions").glob("3.*/bin/python3") if root else []:
+        release = python.parts[-3].split(".")  # versions/3.12.1/bin/python3
+        if len(release) == 3 and all(part.isdigit() for part in release):
+            found[tuple(map(int, release))] = str(python)
+    return [path for release, path in sorted(found.items()) if release >= (3, 10)]
+
+
+def first_perfect_evaluation(metrics: Path) -> str:
+    """The episode of the first evaluation at 500 (seed 42: 26), or "-"."""
+    with open(metrics, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["eval_avg_reward"] and float(row["eval_avg_reward"]) >= 500:
+                return row["episode"]
+    return "-"
 
 
 def digest(run_dir: Path) -> str:
@@ -46,65 +57,43 @@ def digest(run_dir: Path) -> str:
 
 
 def check(python: str, venvs: Path, pip_args: list[str]) -> dict:
-    version = subprocess.run([python, "--version"], capture_output=True, text=True).stdout
-    venv = venvs / version.split()[1].rsplit(".", 1)[0]  # e.g. venvs/3.12
+    """Install into this Python's venv, run the suite, then a default run in an empty folder."""
+    version = subprocess.run([python, "--version"], capture_output=True, text=True).stdout.split()[
+        1
+    ]
+    row = dict(python=version, torch="-", suite="not installed", suite_s=0, run="-", run_s=0)
+    row |= dict(first="-", ok=False)
+    venv = venvs / version.rsplit(".", 1)[0]  # e.g. venvs/3.12
     if not (venv / "bin" / "python").exists():
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
     requirements = ["-r", str(REPO / "requirements.txt"), "-r", str(REPO / "requirements-dev.txt")]
-    pip = subprocess.run([py, "-m", "pip", "install", "-q", *requirements, *pip_args],
-                         capture_output=True, text=True)  # fmt: skip
-    if pip.returncode != 0:  # pip's own message says why; its warnings otherwise are noise
-        sys.exit(f"{python}: pip install failed:\n{pip.stderr}")
-    torch = subprocess.run(
+    pip = [py, "-m", "pip", "install", "-q", *requirements, *pip_args]
+    if (installed := subprocess.run(pip, capture_output=True, text=True)).returncode != 0:
+        print(f"{python}: pip install failed:\n{installed.stderr}", file=sys.stderr)
+        return row  # pip's own message says why; its warnings otherwise are noise
+    row["torch"] = subprocess.run(
         [py, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
     ).stdout.strip()
 
     started = time.perf_counter()
-    suite = subprocess.run(
-        [py, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    suite_s = time.perf_counter() - started
-    summary = (suite.stdout.strip().splitlines() or ["no output"])[-1].strip("= ")
+    pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    suite = subprocess.run(pytest, cwd=REPO, capture_output=True, text=True)
+    row["suite_s"] = time.perf_counter() - started
+    row["suite"] = (suite.stdout.strip().splitlines() or ["no output"])[-1].strip("= ")
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        run = subprocess.run(
-            [py, str(REPO / "dqn_cartpole.py"), "--swanlab-mode", "disabled"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        run_s = time.perf_counter() - started
-        first = (
-            next(  # the first evaluation at 500: where seed 42 first solves CartPole
-                (
-                    row["episode"]
-                    for row in csv.DictReader(
-                        io.StringIO(Path(folder, "output", "metrics.csv").read_text())
-                    )
-                    if row["eval_avg_reward"] and float(row["eval_avg_reward"]) >= 500
-                ),
-                "-",
-            )
-            if run.returncode == 0
-            else "-"
-        )
-        result = digest(Path(folder)) if run.returncode == 0 else f"exit {run.returncode}"
-    return dict(
-        python=version.split()[1],
-        torch=torch,
-        suite=summary,
-        suite_s=suite_s,
-        run=result,
-        run_s=run_s,
-        first=first,
-        ok=suite.returncode == 0 == run.returncode,
-    )
+        default = [py, str(REPO / "dqn_cartpole.py"), "--swanlab-mode", "disabled"]
+        run = subprocess.run(default, cwd=folder, capture_output=True, stdin=subprocess.DEVNULL)
+        row["run_s"] = time.perf_counter() - started
+        if run.returncode == 0:
+            row["run"] = digest(Path(folder))
+            row["first"] = first_perfect_evaluation(Path(folder, "output", "metrics.csv"))
+        else:
+            row["run"] = f"exit {run.returncode}"
+    row["ok"] = suite.returncode == 0 == run.returncode
+    return row
 
 
 def main() -> int:

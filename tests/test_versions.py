@@ -1,7 +1,6 @@
 """The environment a learner brings: libraries older or newer than the script was run with, an
 older PyTorch's missing features, SwanLab without its dashboard, SwanLab's own signal handler."""
 
-import re
 import signal
 import sys
 
@@ -61,15 +60,31 @@ def test_every_library_at_its_lowest_supported_version_passes():
     assert dqn.version_problems(lowest | {"torch": "2.2.2+cpu"}) == []
 
 
-@pytest.mark.parametrize("name", list(dqn.SUPPORTED))
-def test_the_first_unchecked_version_and_the_one_below_the_range_are_refused(name):
-    installed = dqn.installed_versions()
-    assert dqn.version_problems(installed) == []
-    low, high = dqn.SUPPORTED[name]
-    below = ".".join(map(str, dqn.version_tuple(low)[:-1] + (dqn.version_tuple(low)[-1] - 1,)))
-    for version in [below] + ([high + ".0"] if high else []):
-        problems = dqn.version_problems(installed | {name: version})
-        assert problems[0].startswith(f"{name} {version} is installed"), problems
+# The versions just below each range, as the README's table names them, and pip's own reading
+# of versions: a pre-release of a floor is below it, a shorter spelling of it is it.
+REFUSED = [("gymnasium", "0.29.1"), ("swanlab", "0.8.1"), ("pillow", "10.0.1"), ("tqdm", "4.34.0")]
+REFUSED += [("gymnasium", "1.0.0a1"), ("torch", "2.16.0rc1"), ("torch", "2.16.0.dev20260101")]
+REFUSED += [("gymnasium", "1.5.0"), ("numpy", "3.0.0"), ("swanlab", "0.11.0")]
+ACCEPTED = [("gymnasium", "1.0"), ("imageio-ffmpeg", "0.2"), ("torch", "2.15.1+cpu")]
+ACCEPTED += [("tqdm", "4.35.0.post1"), ("numpy", "2.5.5"), ("pillow", "13.0.0")]
+
+
+@pytest.mark.parametrize("name, version", REFUSED)
+def test_a_version_outside_the_range_is_refused(name, version):
+    problems = dqn.version_problems(dqn.installed_versions() | {name: version})
+    assert problems[0].startswith(f"{name} {version} is installed; this script needs "), problems
+
+
+@pytest.mark.parametrize("name, version", ACCEPTED)
+def test_a_version_inside_the_range_is_accepted(name, version):
+    installed = dqn.installed_versions() | {"torch": "2.13.0"}  # NumPy 2 needs torch 2.3 or newer
+    assert dqn.version_problems(installed | {name: version}) == []
+
+
+def test_the_line_is_the_one_the_readme_shows():
+    (line,) = dqn.version_problems(dqn.installed_versions() | {"gymnasium": "0.29.1"})
+    for readme in ("README.md", "README.zh-CN.md"):
+        assert f"dqn_cartpole.py: error: {line}\n" in (REPO / readme).read_text()
 
 
 def test_torch_before_2_3_with_numpy_2_is_refused_with_the_numpy_that_fits():
@@ -79,27 +94,20 @@ def test_torch_before_2_3_with_numpy_2_is_refused_with_the_numpy_that_fits():
     assert dqn.version_problems(installed | {"numpy": "1.26.4"}) == []
 
 
-def test_requirements_txt_asks_for_the_ranges_the_script_checks():
+def test_requirements_txt_asks_for_the_ranges_and_extras_the_script_checks():
+    from packaging.requirements import Requirement  # pytest's own dependency
+
     lines = (REPO / "requirements.txt").read_text().splitlines()
-    for name in dqn.SUPPORTED:
-        low, high = dqn.SUPPORTED[name]
-        asked = [line for line in lines if re.match(rf"{name}(\[[\w-]+\])?[<>=]", line)]
-        assert asked, f"requirements.txt does not name {name}"
-        for line in asked:  # a line for one platform may ask for less, never for more
-            spec = line.split(";")[0]
-            assert release(re.search(r">=([\d.]+)", spec)[1]) == release(low), line
-            top = re.search(r"<([\d.]+)", spec)
-            assert (top is None) == (high is None), line
-            if top:
-                assert release(top[1]) <= release(high), line
-
-
-def release(version: str) -> tuple[int, ...]:
-    """1.0 and 1.0.0 alike: the release numbers without trailing zeros."""
-    numbers = list(dqn.version_tuple(version))
-    while numbers and numbers[-1] == 0:
-        numbers.pop()
-    return tuple(numbers)
+    asked = [Requirement(line) for line in lines if line and not line.startswith("#")]
+    for name, (low, high) in dqn.SUPPORTED.items():
+        mine = [r for r in asked if r.name == name]
+        assert mine, f"requirements.txt does not name {name}"
+        for requirement in mine:  # a line for one platform may ask for less, never for more
+            specs = {s.operator: s.version for s in requirement.specifier}
+            assert dqn.Version(specs[">="]) == low, requirement
+            assert ("<" in specs) == (high is not None), requirement
+            assert high is None or dqn.Version(specs["<"]) <= high, requirement
+            assert requirement.extras == set(dqn.EXTRAS.get(name, "[]")[1:-1].split(",")) - {""}
 
 
 def test_adam_without_fusing_as_before_torch_2_4_moves_the_weights_as_torch_optim_adam_does(
