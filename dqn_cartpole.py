@@ -335,6 +335,7 @@ import argparse
 import contextlib
 import csv
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -495,7 +496,7 @@ HELD_LOCKS: dict[Path, io.TextIOWrapper] = {}  # a lock lasts while its file sta
 
 def claim_folder(path: Path, flag: str) -> None:
     """Create `path` and hold it for this run; refuse a folder that another running run holds.
-    The operating system drops the lock when its process ends, however it ends."""
+    main() lets go of it when it returns; the operating system, when the process ends."""
     if path.resolve() in HELD_LOCKS:
         return
     try:
@@ -520,6 +521,14 @@ def claim_folder(path: Path, flag: str) -> None:
     lock.write(f"{os.getpid()}\n")
     lock.flush()
     HELD_LOCKS[path.resolve()] = lock
+
+
+def release_folders() -> None:
+    """Let go of the folders this run held, when main() returns. A notebook's kernel outlives
+    its runs: its next run, or the `!python ... --play` a run suggests, must find them free."""
+    for lock in HELD_LOCKS.values():
+        lock.close()  # closing the file drops its flock
+    HELD_LOCKS.clear()
 
 
 def save_atomically(path: Path, write, mode: str = "wb") -> None:
@@ -702,11 +711,11 @@ class RunLog:
 
     def start(self, **extra_config) -> None:
         """The SwanLab run (the lesson seeds after it: SwanLab picks a run's colour at random)."""
+        self.swanlab_greetings = quiet_swanlab_greetings()
         self.run = start_swanlab(self.config, extra_config)
-        # A live bar on a terminal; in a log file, CI or a notebook, the evaluation lines alone.
-        live = sys.stdout.isatty() and not self.config.play
-        look = "episode {n_fmt}/{total_fmt} {bar:20} {desc}"
-        self.bar = tqdm(total=self.config.episodes, bar_format=look, disable=not live)
+        # A live bar in a terminal or a notebook; in a log file or CI, the evaluation lines alone.
+        live = (sys.stdout.isatty() or in_notebook()) and not self.config.play
+        self.bar = progress_bar(self.config.episodes, live)
         self.bar_started = time.perf_counter()  # time.time() steps by 15.6 ms on Windows
 
     def chart(self, data: dict, step: int) -> None:
@@ -764,17 +773,25 @@ class RunLog:
         self.bar.refresh()
 
     def show_progress(self) -> None:
-        keys = ["env_steps", "train_reward", "epsilon", "eval_avg_reward", "best_avg_reward"]
+        # What matters most first: a terminal of 80 columns cuts the bar after ε.
+        keys = ["eval_avg_reward", "best_avg_reward", "train_reward", "epsilon", "env_steps"]
         numbers = numbers_line(self.rows[-1] | {"eval_avg_reward": self.last_eval}, keys, False)
         rate = self.env_steps / (time.perf_counter() - self.bar_started)
         self.bar.set_description_str(f"{numbers} | {rate:.0f} steps/s", refresh=False)
 
+    def close_bar(self) -> None:
+        """Training is over: the bar is drawn a last time and the lines after it go below it."""
+        if self.bar is not None:
+            self.bar.close()  # a closed bar closes again as a no-op
+
     def test_episode(self, episode: int, total_reward: float) -> None:
+        self.close_bar()
         print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
         self.chart({"test/reward": total_reward}, episode)
 
     def where(self) -> str:
-        """Where the dashboard is: a URL, or a command to paste into the user's shell."""
+        """Where the dashboard is: a URL, or a command to paste into the user's shell (or a
+        notebook's cell) and what to do once it runs."""
         if self.run is None:
             return "SwanLab: disabled"
         if self.run.mode == "online":
@@ -785,7 +802,10 @@ class RunLog:
                 return f"Dashboard: for the next runs, install it: {DASHBOARD_FIX}. {saved}"
             return saved
         cli = ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
-        return "Dashboard: " + shell_command([*cli, "watch", str(Path(self.run.dir).parent)])
+        line = "Dashboard: " + shell_command([*cli, "watch", str(Path(self.run.dir).parent)])
+        where = "in a cell of its own (it serves until you press stop), " if in_notebook() else ""
+        then = f"open the address it prints and click {self.run.name} for the charts"
+        return f"{line}\n  {where}{then}"
 
     def __enter__(self) -> "RunLog":
         return self
@@ -793,8 +813,7 @@ class RunLog:
     def __exit__(self, kind, error, traceback) -> bool:
         """However the run ends: metrics.csv written, SwanLab closed. A video that could not be
         made is noted (exit 3), a closed window ends the playback; anything else goes on."""
-        if self.bar is not None:
-            self.bar.close()
+        self.close_bar()
         if kind is WindowClosed:
             print("The window was closed: no more test episodes.", flush=True)
         elif self.making_videos and kind and not isinstance(error, WriteError | KeyboardInterrupt):
@@ -812,7 +831,41 @@ class RunLog:
             reason = f"{kind.__name__}: {error}" if state == "crashed" else None
             with contextlib.suppress(Exception):
                 self.run and self.run.finish(state=state, error=reason)
+            restore_swanlab_greetings(getattr(self, "swanlab_greetings", None))
         return handled
+
+
+def progress_bar(episodes: int, live: bool) -> tqdm:
+    """The training's bar: tqdm's widget in a notebook with ipywidgets; else text redrawn in
+    place, in a kernel at most once a second so that the cell's output stays small."""
+    look = "episode {n_fmt}/{total_fmt} {bar:10} {desc}"
+    if live and in_notebook():
+        if importlib.util.find_spec("ipywidgets") is not None:
+            from tqdm.notebook import tqdm as widget
+
+            return widget(total=episodes, bar_format=look.replace("{bar:10}", "{bar}"))
+        return tqdm(total=episodes, bar_format=look, file=sys.stdout, mininterval=1)
+    return tqdm(total=episodes, bar_format=look, disable=not live, dynamic_ncols=True)
+
+
+# INTERNALS, checked on swanlab 0.10.3: its greeting module, which prints where the dashboard
+# is when a run starts and again when it ends, in lines that wrap mid-path. The closing lines
+# say it once (RunLog.where). Its warnings and errors still print. Elsewhere it stays as it is.
+def quiet_swanlab_greetings() -> tuple | None:
+    """Silence SwanLab's greetings for this run; what restore_swanlab_greetings needs."""
+    try:
+        from swanlab.sdk.internal.run import greeting
+
+        saved = (greeting, greeting.welcome, greeting.goodbye)
+    except (ImportError, AttributeError):
+        return None
+    greeting.welcome = greeting.goodbye = lambda *args, **kwargs: None
+    return saved
+
+
+def restore_swanlab_greetings(saved: tuple | None) -> None:
+    if saved is not None:  # a notebook's own SwanLab runs greet again
+        greeting, greeting.welcome, greeting.goodbye = saved
 
 
 LEFT, RIGHT = (0, 114, 178), (230, 159, 0)  # blue and orange: told apart in colour blindness too
@@ -865,10 +918,34 @@ def policy_frame(angle: float, spin: float, cells: int) -> Image.Image:
     return image
 
 
+# ---- Where it runs: a terminal, a log file, or a notebook (Jupyter, JupyterHub, Colab) --------
+def in_notebook() -> bool:
+    """Is this running in a notebook's kernel? Jupyter, JupyterHub and Colab all run ipykernel."""
+    if "ipykernel" not in sys.modules:  # imported by the kernel only: a terminal has none
+        return False
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "kernel", None) is not None  # not a plain IPython shell
+
+
+def this_file() -> str | None:
+    """This script's path; None when its code was pasted into a notebook's cell."""
+    return globals().get("__file__")
+
+
+def command_line_flags() -> list[str]:
+    """The flags after the script's name. A kernel's own sys.argv is `-f kernel.json`: there,
+    only `%run dqn_cartpole.py --flags` sets flags, and sys.argv names this file."""
+    here = this_file()
+    ran = here is not None and Path(sys.argv[0]).resolve() == Path(here).resolve()
+    return sys.argv[1:] if ran or not in_notebook() else []
+
+
 def shell_command(args: list[str]) -> str:
     """`args` as a line to paste into a shell: quoted for sh, bash and zsh, or on Windows with
-    the double quotes that cmd and PowerShell both read."""
-    return subprocess.list2cmdline(args) if os.name == "nt" else shlex.join(args)
+    the double quotes that cmd and PowerShell both read; in a notebook, after a `!`."""
+    line = subprocess.list2cmdline(args) if os.name == "nt" else shlex.join(args)
+    return "!" + line if in_notebook() else line
 
 
 def python_command() -> str:
@@ -879,12 +956,21 @@ def python_command() -> str:
     return Path(sys.executable).name if same else sys.executable
 
 
+def stop_name(signum: int) -> str:
+    """The stop in the learner's words: Ctrl-C in a terminal, the stop button in a notebook
+    (both send SIGINT), or the signal's name (SIGTERM)."""
+    if signum == signal.SIGINT:
+        return "the stop button" if in_notebook() else "Ctrl-C"
+    return signal.Signals(signum).name
+
+
 def stop_line(signum: int, log: RunLog) -> str:
     """ "Stopped by SIGTERM." and, if this run saved a model, the command that records its
     videos, with the script named as the user named it (dqn_cartpole.py, or a path to it)."""
-    line = f"Stopped by {'Ctrl-C' if signum == signal.SIGINT else signal.Signals(signum).name}."
+    line = f"Stopped by {stop_name(signum)}."
     if log.best_model is not None:
-        script = sys.argv[0] if Path(sys.argv[0]).name == Path(__file__).name else __file__
+        here = this_file() or "dqn_cartpole.py"  # pasted into a cell: the tutorial's file name
+        script = sys.argv[0] if Path(sys.argv[0]).name == Path(here).name else here
         play = [python_command(), script, "--play", str(log.best_model)]
         line += f" To record the videos: {shell_command(play)}"
     return line
@@ -908,6 +994,7 @@ class StreamingRecordVideo(RecordVideo):
 
     def __init__(self, env: gym.Env, video_folder: str, log: RunLog):
         log.making_videos = True  # from here on, what fails costs the video only (exit 3)
+        log.close_bar()
         if any(Path(video_folder).glob(f"{VIDEO_PREFIX}-*")):
             print(f"Replacing the videos in {video_folder}/", flush=True)
         with warnings.catch_warnings():  # its own "overwriting" notice, said above in plain words
@@ -991,6 +1078,15 @@ class StreamingRecordVideo(RecordVideo):
             self.log.chart({"test/video": swanlab.Video(str(gif), caption="test episode 0")}, 0)
         except Exception as error:  # the mp4 files are there; the GIF is a bonus
             warn(f"no GIF for the dashboard ({type(error).__name__}: {error})")
+
+
+def show_first_video(folder: Path) -> None:
+    """In a notebook: the first test episode plays in the cell's output. Embedded, not linked,
+    so that it plays where the notebook's server does not serve files (Colab)."""
+    from IPython.display import Video, display
+
+    if (video := folder / f"{VIDEO_PREFIX}-episode-0.mp4").is_file():
+        display(Video(str(video), embed=True, html_attributes="controls autoplay loop muted"))
 
 
 def save_gif(frames: list, path: Path, delay_ms: int) -> None:
@@ -1079,8 +1175,8 @@ def on_stop_signal(signum: int, frame) -> None:
     if stop_signal is not None:
         raise KeyboardInterrupt(signum)
     stop_signal = signum
-    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    tqdm.write(f"\n{name}: stopping after this step (again to quit at once).")
+    name = stop_name(signum)
+    tqdm.write(f"\n{name[0].upper()}{name[1:]}: stopping after this step (again to quit at once).")
 
 
 @contextlib.contextmanager
@@ -1159,7 +1255,12 @@ class FusedAdam:
 
 # ---- main(): the only entry point ------------------------------------------------------------
 def play_saved_model(config: Config, log: RunLog) -> None:
-    q_net = load_model(Path(config.play), state_dim=4, action_dim=2)
+    path = Path(config.play)
+    if path.is_dir():  # `--play output`: the model a run keeps there
+        if not (path / "best_model.pth").is_file():
+            raise InputError(f"--play {path}: a folder with no best_model.pth; give a .pth file")
+        path = path / "best_model.pth"
+    q_net = load_model(path, state_dim=4, action_dim=2)
     log.start()
     test_playback(config, q_net.to(config.device), log)
 
@@ -1180,6 +1281,8 @@ def report(config: Config, log: RunLog) -> int:
     elif not config.no_video and config.test_episodes and not log.video_error:
         print(f"Videos:  {config.video_dir}/")
     print(log.where())
+    if in_notebook() and not stop_requested():
+        show_first_video(Path(config.video_dir))
     if stop_requested():
         return 128 + stop_signal
     if log.video_error:
@@ -1192,7 +1295,10 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad input, 3 finished without a video, 4 a result could not be
     written (a full disk), 128 + the signal's number when stopped (130 Ctrl-C, 143 SIGTERM)."""
     started = time.time()
-    config = parse_args(argv)
+    try:
+        config = parse_args(command_line_flags() if argv is None else argv)
+    except SystemExit as done:  # --help, or a bad flag, whose one line is printed already
+        return done.code  # returned: in a notebook a raised SystemExit, even 0, is an error
     if problems := version_problems(installed_versions()):  # before anything is written
         for problem in problems:
             print(f"dqn_cartpole.py: error: {problem}", file=sys.stderr)
@@ -1228,7 +1334,11 @@ def main(argv: list[str] | None = None) -> int:
             signum = stop.args[0] if stop.args else signal.SIGINT
             print(f"\n{stop_line(signum, log)}", file=sys.stderr)
             return 128 + signum
+        finally:
+            release_folders()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # also when the whole file is pasted into a notebook's cell
+    exit_code = main()
+    if not in_notebook():  # a kernel shows SystemExit as an error, even SystemExit(0)
+        sys.exit(exit_code)

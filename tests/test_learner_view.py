@@ -61,7 +61,7 @@ def test_in_a_terminal_a_progress_bar_runs_below_one_line_per_evaluation(tmp_pat
     screen = output.replace("\r\n", "\n")
     assert "\r" in screen  # the bar redraws itself in place
     bar = screen.split("\r")
-    assert any(re.search(r"episode 30/30 .* steps \d+ .* ε [\d.]+ .* steps/s", s) for s in bar)
+    assert any(re.search(r"episode 30/30 .* ε [\d.]+ .* steps \d+ .* steps/s", s) for s in bar)
     assert any("eval" in s and "best" in s and "episode 2" in s for s in bar)
     kept = [line for line in screen.split("\n") if line.strip()]
     evaluations = [line for line in kept if re.match(r"\S*episode +\d+ \|", line.split("\r")[-1])]
