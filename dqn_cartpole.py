@@ -335,7 +335,6 @@ import argparse
 import contextlib
 import csv
 import functools
-import importlib.util
 import json
 import math
 import os
@@ -444,6 +443,7 @@ TUTORIAL_SETTINGS = {"lr": 1e-3, "batch_size": 64, "epsilon_decay": 0.995, "solv
 def parse_args(argv: list[str] | None = None) -> Config:
     """Read the command line; reject bad values before any work starts (exit code 2)."""
     parser = argparse.ArgumentParser(
+        prog="dqn_cartpole.py",  # not the kernel's ipykernel_launcher.py in a notebook
         description="Train a DQN agent on CartPole-v1 and watch it on SwanLab.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -803,9 +803,9 @@ class RunLog:
             return saved
         cli = ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
         line = "Dashboard: " + shell_command([*cli, "watch", str(Path(self.run.dir).parent)])
-        where = "in a cell of its own (it serves until you press stop), " if in_notebook() else ""
-        then = f"open the address it prints and click {self.run.name} for the charts"
-        return f"{line}\n  {where}{then}"
+        first = "run it in a cell of its own (it serves until you press stop), then"
+        then = f"open the address it prints and click {self.run.name} for its charts"
+        return f"{line}\n  {first if in_notebook() else 'then'} {then}"
 
     def __enter__(self) -> "RunLog":
         return self
@@ -840,10 +840,10 @@ def progress_bar(episodes: int, live: bool) -> tqdm:
     place, in a kernel at most once a second so that the cell's output stays small."""
     look = "episode {n_fmt}/{total_fmt} {bar:10} {desc}"
     if live and in_notebook():
-        if importlib.util.find_spec("ipywidgets") is not None:
-            from tqdm.notebook import tqdm as widget
+        from tqdm.notebook import IProgress, tqdm_notebook  # IProgress: None without ipywidgets
 
-            return widget(total=episodes, bar_format=look.replace("{bar:10}", "{bar}"))
+        if IProgress is not None:
+            return tqdm_notebook(total=episodes, bar_format=look.replace("{bar:10}", "{bar}"))
         return tqdm(total=episodes, bar_format=look, file=sys.stdout, mininterval=1)
     return tqdm(total=episodes, bar_format=look, disable=not live, dynamic_ncols=True)
 

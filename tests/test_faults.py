@@ -15,6 +15,7 @@ import dqn_cartpole as dqn
 from conftest import (
     REPO,
     SCRIPT,
+    balancing_model,
     clean_env,
     default_stop_signals,
     read_metrics,
@@ -78,6 +79,23 @@ def test_a_bad_model_file_gives_one_line_naming_the_file_and_the_problem(
     assert line.startswith(f"dqn_cartpole.py: error: {path}: ") and problem in line
     assert "test episode" not in out
     assert not (tmp_path / "pwned").exists(), "the file's code ran"
+
+
+def test_play_given_a_runs_folder_plays_its_best_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "output").mkdir()
+    balancing_model(tmp_path / "output" / "best_model.pth")
+    assert dqn.main(["--play", "output", "--test-episodes", "1", *NO_EXTRAS]) == 0
+    assert "test episode 0 | reward" in capsys.readouterr().out  # today: "no such file"
+
+
+def test_play_given_a_folder_without_a_model_names_the_file_to_give(tmp_path, capsys):
+    assert dqn.main(["--play", str(tmp_path), *NO_EXTRAS]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"dqn_cartpole.py: error: --play {tmp_path}: a folder with no best_model.pth; "
+        "give a .pth file"
+    )
 
 
 def test_the_code_in_a_crafted_model_file_would_run_without_weights_only(tmp_path):
