@@ -1276,12 +1276,13 @@ def report(config: Config, log: RunLog) -> int:
         if (metrics := log.output / "metrics.csv").exists():
             print(f"Metrics: {metrics}")
         print(f"Total time: {time.time() - log.started:.1f} s")
+    recorded = not config.no_video and config.test_episodes and not log.video_error
     if stop_requested():
         print(stop_line(stop_signal, log))
-    elif not config.no_video and config.test_episodes and not log.video_error:
+    elif recorded:
         print(f"Videos:  {config.video_dir}/")
     print(log.where())
-    if in_notebook() and not stop_requested():
+    if recorded and not stop_requested() and in_notebook():
         show_first_video(Path(config.video_dir))
     if stop_requested():
         return 128 + stop_signal

@@ -193,3 +193,16 @@ def test_each_readme_names_every_flag_and_links_the_other(readme):
     assert not missing, f"{readme} does not name {missing}"
     other = "README.zh-CN.md" if readme == "README.md" else "README.md"
     assert f"]({other})" in "\n".join(text.splitlines()[:5]), "a link to the other, at the top"
+
+
+def test_in_a_kernel_without_ipywidgets_the_bar_is_text_redrawn_at_most_once_a_second(
+    monkeypatch, capsys
+):
+    import tqdm.notebook
+
+    monkeypatch.setattr(dqn, "in_notebook", lambda: True)
+    monkeypatch.setattr(tqdm.notebook, "IProgress", None)  # what tqdm finds without ipywidgets
+    bar = dqn.progress_bar(10, live=True)
+    assert type(bar) is dqn.tqdm and not bar.disable and bar.mininterval == 1
+    bar.close()
+    assert "episode 0/10" in capsys.readouterr().out
