@@ -1,6 +1,7 @@
 """The real command, run as a learner runs it: files, videos, SwanLab, seeding, imports."""
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -78,7 +79,7 @@ def test_small_run_logs_every_metric_to_a_local_swanlab_run(small_run):
     assert swanlab_metric(swanlog, "eval/avg_reward") == [float(r["eval_avg_reward"]) for r in rows]
     assert len(swanlab_metric(swanlog, "eval/best_avg_reward")) == 3
     assert len(swanlab_metric(swanlog, "test/reward")) == 2
-    assert f"swanlab watch {swanlog}" in result.stdout
+    assert f"swanlab watch {shlex.quote(str(swanlog))}" in result.stdout  # once, quoted
 
 
 def test_the_swanlab_run_records_library_versions_without_a_pip_listing(small_run):
