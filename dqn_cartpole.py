@@ -375,6 +375,8 @@ from tqdm import tqdm
 # - swanlab 0.8.2-0.10.3: Settings(probe=...) and its api_key, mode and api_host; a run's mode,
 #   url, dir and finish(state=, error=); the SIGINT handler that swanlab.init installs. Before
 #   0.8.2 the GIF never reaches the dashboard; before 0.8.0, Settings has no api_key.
+#   On 0.10.3 only: swanlab.sdk.internal.run.greeting's welcome and goodbye, silenced
+#   (quiet_swanlab_greetings); in a SwanLab without that module, its own lines stay.
 # - torch 2.2.2, 2.13.0, 2.15.0: torch.optim.adam.adam, the function behind torch.optim.Adam,
 #   fused on a CPU from 2.4 (FusedAdam); get_unsafe_globals_in_checkpoint from 2.5 (load_model).
 SUPPORTED = {
@@ -848,9 +850,10 @@ def progress_bar(episodes: int, live: bool) -> tqdm:
     return tqdm(total=episodes, bar_format=look, disable=not live, dynamic_ncols=True)
 
 
-# INTERNALS, checked on swanlab 0.10.3: its greeting module, which prints where the dashboard
-# is when a run starts and again when it ends, in lines that wrap mid-path. The closing lines
-# say it once (RunLog.where). Its warnings and errors still print. Elsewhere it stays as it is.
+# INTERNALS, checked on swanlab 0.10.3 (see SUPPORTED): its greeting module, which prints where
+# the dashboard is when a run starts and again when it ends, in lines that wrap mid-path. The
+# closing lines say it once (RunLog.where). Its warnings and errors still print. Without that
+# module (another version), its greetings stay.
 def quiet_swanlab_greetings() -> tuple | None:
     """Silence SwanLab's greetings for this run; what restore_swanlab_greetings needs."""
     try:
