@@ -806,7 +806,8 @@ class RunLog:
         cli = ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
         line = "Dashboard: " + shell_command([*cli, "watch", str(Path(self.run.dir).parent)])
         first = "run it in a cell of its own (it serves until you press stop), then"
-        then = f"open the address it prints and click {self.run.name} for its charts"
+        name = getattr(self.run, "name", None) or "the experiment"
+        then = f"open the address it prints and click {name} for its charts"
         return f"{line}\n  {first if in_notebook() else 'then'} {then}"
 
     def __enter__(self) -> "RunLog":
@@ -842,8 +843,10 @@ def progress_bar(episodes: int, live: bool) -> tqdm:
     place, in a kernel at most once a second so that the cell's output stays small."""
     look = "episode {n_fmt}/{total_fmt} {bar:10} {desc}"
     if live and in_notebook():
-        from tqdm.notebook import IProgress, tqdm_notebook  # IProgress: None without ipywidgets
-
+        try:  # IProgress: None without ipywidgets; tqdm.notebook itself is there from tqdm 4.36
+            from tqdm.notebook import IProgress, tqdm_notebook
+        except ImportError:
+            IProgress = None
         if IProgress is not None:
             return tqdm_notebook(total=episodes, bar_format=look.replace("{bar:10}", "{bar}"))
         return tqdm(total=episodes, bar_format=look, file=sys.stdout, mininterval=1)
