@@ -3,6 +3,7 @@ nbclient, one cell per way a learner runs the script. One kernel runs them all, 
 learner's notebook would: each run must leave the kernel fit for the next."""
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -30,28 +31,31 @@ def pasted_file() -> str:
     return text
 
 
-STOP_CELL = """
+def stop_cell(main: str, folder: str) -> str:
+    """A run of `main` that the stop button stops once its first model is saved; then the
+    command its closing line suggests, run in a cell as the learner would paste it."""
+    return f"""
 import os, signal, threading, time
 from pathlib import Path
 from IPython.utils.capture import capture_output
 
 kernels_own = signal.getsignal(signal.SIGINT)
 
-def press_stop():  # what the stop button sends the kernel, once the first model is saved
-    while not Path("stopped/best_model.pth").exists():
+def press_stop():  # what the stop button sends the kernel
+    while not Path("{folder}/best_model.pth").exists():
         time.sleep(0.02)
     os.kill(os.getpid(), signal.SIGINT)
 
 threading.Thread(target=press_stop, daemon=True).start()
 with capture_output() as said:
-    code = dqn_cartpole.main(
-        ["--episodes", "100000", "--eval-every", "1", "--output-dir", "stopped", *NO_DASHBOARD]
-    )
+    code = {main}(["--episodes", "100000", "--eval-every", "1", "--output-dir", "{folder}",
+                   "--swanlab-mode", "disabled"])
 print(said.stdout + said.stderr)
 print("returned", code, "| the kernel's handler back:", signal.getsignal(2) is kernels_own)
 hint = next(line for line in said.stdout.splitlines() if line.startswith("Stopped by"))
 suggested = hint.split("To record the videos: ")[1]
-get_ipython().run_cell(suggested + " --test-episodes 1 --max-test-steps 20 --video-dir replayed")
+extra = " --test-episodes 1 --max-test-steps 20 --swanlab-mode disabled --video-dir {folder}"
+get_ipython().run_cell(suggested + extra)
 """
 
 
@@ -60,7 +64,8 @@ def cells() -> dict[str, str]:
     quick, off = repr(QUICK), repr(NO_DASHBOARD)
     play = "--test-episodes 1 --max-test-steps 20 --swanlab-mode disabled"  # dqn_videos/
     return {
-        "pasted": pasted_file(),
+        # a learner who pasted the file into a cell has it beside the notebook too
+        "pasted": pasted_file() + "\npasted_main = main  # %run below defines its own main\n",
         "run": f"%run {SCRIPT} {' '.join(QUICK)} --output-dir ran",
         "run again": f"%run {SCRIPT} {' '.join(QUICK)} --output-dir ran",
         "main": (
@@ -70,7 +75,8 @@ def cells() -> dict[str, str]:
             "print('returned', dqn_cartpole.main([*QUICK, '--output-dir', 'called']))"
         ),
         "suggested play": f"!{sys.executable} {SCRIPT} --play called/best_model.pth {play}",
-        "stop": STOP_CELL,
+        "stop": stop_cell("dqn_cartpole.main", "stopped"),
+        "stop pasted": stop_cell("pasted_main", "stopped-pasted"),
         "bad flag": "print('returned', dqn_cartpole.main(['--episodes', '0']))",
     }
 
@@ -103,6 +109,7 @@ def notebook(tmp_path_factory):
         allow_errors=True,
         resources={"metadata": {"path": str(cwd)}},
     )
+    shutil.copy(SCRIPT, cwd)  # uploaded beside the notebook, as the README's first cell says
     client.execute(env=clean_env(cwd))
     return cwd, {name: cell.outputs for name, cell in zip(named, nb.cells, strict=True)}
 
@@ -143,15 +150,18 @@ def test_main_runs_again_and_again_and_the_command_it_suggests_is_not_refused(no
     assert "test episode 0 | reward" in played, played
 
 
-def test_the_stop_button_stops_in_notebook_words_and_its_suggested_command_runs(notebook):
+@pytest.mark.parametrize("cell, folder", [("stop", "stopped"), ("stop pasted", "stopped-pasted")])
+def test_the_stop_button_stops_in_notebook_words_and_its_suggested_command_runs(
+    notebook, cell, folder
+):
     cwd, outputs = notebook
-    out = text(outputs["stop"])
-    assert not errors(outputs["stop"]), out
+    out = text(outputs[cell])
+    assert not errors(outputs[cell]), out  # pasted, today: NameError: name '__file__'
     assert "The stop button: stopping after this step" in out and "Ctrl-C" not in out
     assert "returned 130 | the kernel's handler back: True" in out
     hint = next(line for line in out.splitlines() if line.startswith("Stopped by"))
     assert hint.startswith("Stopped by the stop button. To record the videos: !")
-    assert (cwd / "replayed" / "rl-video-episode-0.mp4").is_file(), out  # the `!` line, run
+    assert (cwd / folder / "rl-video-episode-0.mp4").is_file(), out  # the `!` line, run
 
 
 def test_the_dashboard_command_in_a_notebook_has_its_bang_and_says_where_the_charts_are(notebook):
