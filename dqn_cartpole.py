@@ -393,7 +393,7 @@ SUPPORTED = {
 EXTRAS = {"gymnasium": "[classic-control]", "swanlab": "[dashboard]"}  # as requirements.txt says
 
 
-def version_problems(installed: dict[str, str | None]) -> list[str]:
+def version_problems(installed: dict[str, str | None], pip: str = "pip") -> list[str]:
     """One line for each library outside its range: the version found, the range, the fix."""
     problems = []
     for name, (low, high) in SUPPORTED.items():
@@ -404,7 +404,7 @@ def version_problems(installed: dict[str, str | None]) -> list[str]:
         needs = f"{low} or newer" + (f", below {high}" if high else "")
         fix = f"{name}{EXTRAS.get(name, '')}>={low}" + (f",<{high}" if high else "")
         has = f"{name} {found} is installed" if found else f"{name} is not installed"
-        problems.append(f'{has}; this script needs {needs}: pip install "{fix}"')
+        problems.append(f'{has}; this script needs {needs}: {pip} install "{fix}"')
     torch_found, numpy_found = installed.get("torch"), installed.get("numpy")
     if (
         torch_found
@@ -414,7 +414,7 @@ def version_problems(installed: dict[str, str | None]) -> list[str]:
     ):
         problems.append(  # its wheels were built against NumPy 1 (torch 2.3 is the first for 2)
             f"numpy {numpy_found} is installed; torch {torch_found} needs NumPy 1: "
-            f'pip install "numpy>={SUPPORTED["numpy"][0]},<2"'
+            f'{pip} install "numpy>={SUPPORTED["numpy"][0]},<2"'
         )
     return problems
 
@@ -1306,7 +1306,8 @@ def main(argv: list[str] | None = None) -> int:
         config = parse_args(command_line_flags() if argv is None else argv)
     except SystemExit as done:  # --help, or a bad flag, whose one line is printed already
         return done.code  # returned: in a notebook a raised SystemExit, even 0, is an error
-    if problems := version_problems(installed_versions()):  # before anything is written
+    pip = "%pip" if in_notebook() else "pip"  # %pip installs into the kernel's own Python
+    if problems := version_problems(installed_versions(), pip):  # before anything is written
         for problem in problems:
             print(f"dqn_cartpole.py: error: {problem}", file=sys.stderr)
         return 2

@@ -185,3 +185,11 @@ def test_a_sigint_ignored_at_start_stays_ignored_with_swanlab_logging_too(tmp_pa
     assert process.returncode == 0, err
     assert "stopping" not in out + err and "KeyboardInterrupt" not in out + err, out + err
     assert len(read_metrics(tmp_path / "output" / "metrics.csv")) == 40
+
+
+def test_in_a_notebook_the_fix_is_a_pip_magic_that_installs_into_the_kernel(monkeypatch, capsys):
+    monkeypatch.setattr(dqn, "in_notebook", lambda: True)
+    monkeypatch.setattr(dqn, "installed_versions", lambda: {"gymnasium": "0.29.1"})
+    assert dqn.main(["--no-video", "--swanlab-mode", "disabled"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and all(' %pip install "' in line for line in lines), lines
