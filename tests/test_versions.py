@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from torch import nn
+from test_agent import assert_fused_adam_moves_the_weights_as
 
 import dqn_cartpole as dqn
 from conftest import REPO, read_metrics, read_until, run_command, start_script
@@ -114,22 +114,7 @@ def test_adam_without_fusing_as_before_torch_2_4_moves_the_weights_as_torch_opti
     monkeypatch,
 ):
     monkeypatch.setattr(dqn.FusedAdam, "FUSED", False)
-    torch.manual_seed(0)
-    ours, reference = dqn.QNetwork(4, 2), dqn.QNetwork(4, 2)
-    reference.load_state_dict(ours.state_dict())
-    optimizers = [
-        (ours, dqn.FusedAdam(ours.parameters(), lr=3e-3)),
-        (reference, torch.optim.Adam(reference.parameters(), lr=3e-3, foreach=False)),
-    ]
-    states, targets = torch.randn(32, 4), torch.randn(32, 2)
-    for _ in range(30):
-        for net, optimizer in optimizers:
-            optimizer.zero_grad()
-            nn.functional.mse_loss(net(states), targets).backward()
-            optimizer.step()
-    for mine, theirs in zip(ours.parameters(), reference.parameters(), strict=True):
-        assert torch.equal(mine, theirs)
-    assert not torch.equal(ours.fc[0].weight, dqn.QNetwork(4, 2).fc[0].weight)
+    assert_fused_adam_moves_the_weights_as(foreach=False)
 
 
 @pytest.fixture
