@@ -710,6 +710,7 @@ class RunLog:
         self.env_steps, self.last_eval, self.best_avg_reward = 0, None, None
         self.best_model, self.best_episode = None, None  # once this run has saved a model
         self.making_videos, self.video_error = False, None
+        self.swanlab_greetings = None  # SwanLab's own, while this run has them silenced
 
     def start(self, **extra_config) -> None:
         """The SwanLab run (the lesson seeds after it: SwanLab picks a run's colour at random)."""
@@ -834,7 +835,7 @@ class RunLog:
             reason = f"{kind.__name__}: {error}" if state == "crashed" else None
             with contextlib.suppress(Exception):
                 self.run and self.run.finish(state=state, error=reason)
-            restore_swanlab_greetings(getattr(self, "swanlab_greetings", None))
+            restore_swanlab_greetings(self.swanlab_greetings)
         return handled
 
 
