@@ -27,10 +27,10 @@ def main() -> None:
     parser.add_argument("--plain-adam", action="store_true", help="Adam without fusing")
     known, script_args = parser.parse_known_args()
     if known.plain_adam:  # what an Intel Mac's torch 2.2.2 runs: no fused Adam on a CPU
-        dqn.FusedAdam.FUSED = False
+        dqn.Faster.FUSED = False
     config = dqn.parse_args(script_args)
     torch.set_num_threads(1)
-    dqn.set_seed(config.seed)
+    torch.manual_seed(config.seed)  # the agent's own generator takes the seed from config
 
     env = dqn.make_env(config.seed)
     agent = dqn.DQNAgent(4, 2, config)

@@ -6,7 +6,7 @@ script's own 3 test episodes of 1500 steps (the videos' episodes, replayed witho
 and 5 fresh episodes of 20,000 steps (how long it holds the pole). Prints a markdown table.
 
     python benchmarks/seeds.py                         # seeds 0-9, the default command line
-    python benchmarks/seeds.py --seeds 0 1 -- --episodes 100 --no-video   # args after -- go
+    python benchmarks/seeds.py --seeds 0 1 -- --episode 100 --no-video   # args after -- go
                                                                            # to the script
 """
 
@@ -85,7 +85,7 @@ def summarize(run: dict, eval_episodes: int) -> dict:
         later = [float(r["eval_avg_reward"]) >= SOLVED for r in evals[first + 1 :]]
         result["stayed"] = sum(later) / len(later) if later else 1.0
 
-    policy = dqn.greedy_policy(dqn.load_model(output / "best_model.pth", 4, 2))
+    policy = dqn.Faster.greedy(dqn.load_model(output / "best_model.pth", 4, 2))
     env = dqn.make_env(seed=10_000 + run["seed"])  # episodes the agent has never seen
     returns = [dqn.greedy_episode(env, policy)[0] for _ in range(eval_episodes)]
     result["best_model_mean"] = statistics.mean(returns)

@@ -83,7 +83,7 @@ def main() -> int:
 
     model = args.model and args.model.resolve()
     if model is None:
-        training = [python, script, "--episodes", "200", "--no-video", "--swanlab-mode", "disabled"]
+        training = [python, script, "--episode", "200", "--no-video", "--swanlab-mode", "disabled"]
         trained = run(training, workdir / "model", {})
         if trained["returncode"] != 0:
             sys.exit(f"training the model failed (exit {trained['returncode']}): {trained['log']}")

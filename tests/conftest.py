@@ -130,7 +130,7 @@ def small_run(tmp_path_factory):
     """One short real run with no SwanLab login and stdin closed, shared by many checks."""
     # A folder with a space and Chinese characters in its name, as many learners' folders have.
     cwd = tmp_path_factory.mktemp("我的 run")
-    args = ["--episodes", "3", "--eval-every", "1", "--test-episodes", "2"]
+    args = ["--episode", "3", "--eval-every", "1", "--test-episodes", "2"]
     args += ["--batch-size", "16"]  # so that a loss is logged too
     result = run_script(cwd, *args, "--max-test-steps", "50")
     assert result.returncode == 0, result.stdout + result.stderr

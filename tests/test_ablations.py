@@ -45,7 +45,7 @@ def test_the_latest_batch_is_in_the_order_the_transitions_happened_across_the_wr
 
 @pytest.mark.parametrize("no_target_net", [False, True])
 def test_without_a_target_network_q_net_gives_its_own_td_target(no_target_net):
-    agent = agent_with(batch_size=8, target_update_freq=10_000, no_target_net=no_target_net)
+    agent = agent_with(batch_size=8, update_target_freq=10_000, no_target_net=no_target_net)
     rng = np.random.default_rng(1)
     for _ in range(64):
         agent.store_experience(
@@ -64,7 +64,7 @@ def test_without_a_target_network_q_net_gives_its_own_td_target(no_target_net):
 
 
 def test_both_switches_reach_best_model_json_the_swanlab_config_and_the_run_name(tmp_path):
-    args = ["--episodes", "2", "--eval-every", "1", "--batch-size", "16", "--test-episodes", "0"]
+    args = ["--episode", "2", "--eval-every", "1", "--batch-size", "16", "--test-episodes", "0"]
     result = run_script(tmp_path, *args, "--no-video", "--no-replay", "--no-target-net")
     assert result.returncode == 0, result.stderr
     used = json.loads((tmp_path / "output" / "best_model.json").read_text())["config"]

@@ -69,7 +69,7 @@ def test_choose_action_at_epsilon_zero_always_takes_the_best_q_value():
 
 def test_the_greedy_policy_follows_the_networks_weights_through_training_and_loading():
     agent = make_agent(batch_size=32)
-    policy = agent.greedy  # made once, when the agent was built
+    policy = agent.numpy_greedy  # made once, when the agent was built
     states = np.random.default_rng(1).normal(size=(30, 4)).astype(np.float32)
     fill_buffer(agent, 64)
     for _ in range(50):
@@ -98,7 +98,7 @@ def test_the_greedy_policy_works_for_any_stack_of_linear_and_relu_layers():
         net.fc[-1].bias[1] -= gaps[149:151].mean()
         expected = net(torch.as_tensor(states)).argmax(dim=1).tolist()
     assert 0 < sum(expected) < len(expected), "both actions must occur"
-    policy = dqn.greedy_policy(net)
+    policy = dqn.Faster.greedy(net)
     assert [policy(s) for s in states] == expected
 
 
@@ -106,17 +106,20 @@ def test_the_greedy_policy_refuses_a_layer_it_cannot_compute():
     net = dqn.QNetwork(4, 2)
     net.fc[1] = nn.Tanh()
     with pytest.raises(TypeError, match="Tanh"):
-        dqn.greedy_policy(net)
+        dqn.Faster.greedy(net)
 
 
 def assert_fused_adam_moves_the_weights_as(**reference_options) -> None:
-    """30 steps of FusedAdam and of torch.optim.Adam(**reference_options) on the same batch, from
-    the same weights: the weights are equal, bit for bit, and have moved."""
+    """30 steps of an Adam sped up by Faster.adam_steps and of torch.optim.Adam(**reference_options)
+    on the same batch, from the same weights: the weights are equal, bit for bit, and have moved;
+    so is the optimizer's state."""
     torch.manual_seed(0)
     ours, reference = dqn.QNetwork(4, 2), dqn.QNetwork(4, 2)
     reference.load_state_dict(ours.state_dict())
+    fast = torch.optim.Adam(ours.parameters(), lr=3e-3)
+    dqn.Faster.adam_steps(fast)
     optimizers = [
-        (ours, dqn.FusedAdam(ours.parameters(), lr=3e-3)),
+        (ours, fast),
         (reference, torch.optim.Adam(reference.parameters(), lr=3e-3, **reference_options)),
     ]
     states, targets = torch.randn(32, 4), torch.randn(32, 2)
@@ -127,10 +130,12 @@ def assert_fused_adam_moves_the_weights_as(**reference_options) -> None:
             optimizer.step()
     for mine, theirs in zip(ours.parameters(), reference.parameters(), strict=True):
         assert torch.equal(mine, theirs)
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(fast.state[mine][key], optimizers[1][1].state[theirs][key])
     assert not torch.equal(ours.fc[0].weight, dqn.QNetwork(4, 2).fc[0].weight)
 
 
-@pytest.mark.skipif(not dqn.FusedAdam.FUSED, reason="torch < 2.4 has no fused Adam on a CPU")
+@pytest.mark.skipif(not dqn.Faster.FUSED, reason="torch < 2.4 has no fused Adam on a CPU")
 def test_fused_adam_moves_the_weights_exactly_as_torch_optim_adam_does():
     assert_fused_adam_moves_the_weights_as(fused=True)
 
@@ -142,7 +147,7 @@ def test_choose_action_at_epsilon_one_ignores_the_network_and_picks_both_actions
     def no_network(*args):
         raise AssertionError("the network was asked while exploring")
 
-    monkeypatch.setattr(agent, "greedy", no_network)
+    monkeypatch.setattr(agent, "greedy_action", no_network)
     actions = [agent.choose_action(np.zeros(4, np.float32)) for _ in range(2000)]
     assert set(actions) == {0, 1}
     assert 0.45 < np.mean(actions) < 0.55
@@ -200,7 +205,7 @@ def test_the_q_value_train_reports_is_q_nets_value_of_the_actions_in_the_batch()
 
 
 def test_target_net_is_synced_after_exactly_target_update_freq_gradient_steps():
-    agent = make_agent(batch_size=8, target_update_freq=5)
+    agent = make_agent(batch_size=8, update_target_freq=5)
     fill_buffer(agent, 32)
 
     def same() -> bool:
@@ -226,17 +231,15 @@ def test_replay_buffer_is_fifo_with_a_fixed_capacity():
     assert set(states[:, 0].tolist()) == {2.0, 3.0, 4.0}
 
 
-def test_epsilon_decays_geometrically_per_episode_down_to_its_floor():
-    config = dqn.Config(epsilon_start=1.0, epsilon_end=0.01, epsilon_decay=0.995)
-    epsilon, schedule = config.epsilon_start, []
-    for _ in range(1000):
-        schedule.append(epsilon)
-        epsilon = dqn.decay_epsilon(epsilon, config)
-    assert schedule[0] == 1.0
-    assert schedule[100] == pytest.approx(0.995**100)
-    assert min(schedule) == pytest.approx(0.01)
+def test_epsilon_decays_geometrically_per_episode_down_to_its_floor(tmp_path):
+    config = dqn.Config(episode=40, epsilon_decay=0.9, epsilon_end=0.05, batch_size=8)
+    config.output_dir, config.eval_every, config.solved_reward = str(tmp_path), 100, 0
+    schedule = [row["epsilon"] for row in train(dqn.DQNAgent(4, 2, config)).rows]
+    assert schedule[0] == 1.0  # the ε each episode explored with
+    assert schedule[10] == pytest.approx(0.9**10)
+    assert min(schedule) == pytest.approx(0.05)
     first_floor = schedule.index(min(schedule))
-    assert 0.995 ** (first_floor - 1) > 0.01  # the floor is reached exactly when due
+    assert 0.9 ** (first_floor - 1) > 0.05  # the floor is reached exactly when due
     assert all(a >= b for a, b in zip(schedule, schedule[1:], strict=False))
 
 
@@ -278,15 +281,16 @@ def test_saved_model_loads_back_and_into_the_tutorials_own_qnetwork(tmp_path):
 
 def test_config_defaults_are_the_command_line_defaults():
     assert dqn.parse_args([]) == dqn.Config()
-    config = dqn.parse_args(["--episodes", "7", "--lr", "0.01", "--no-video"])
-    assert (config.episodes, config.lr, config.no_video) == (7, 0.01, True)
+    config = dqn.parse_args(["--episode", "7", "--learning-rate", "0.01", "--no-video"])
+    assert dqn.parse_args(["--episodes", "7", "--lr", "0.01", "--no-video"]) == config
+    assert (config.episode, config.learning_rate, config.no_video) == (7, 0.01, True)
 
 
 def train(agent: dqn.DQNAgent) -> dqn.RunLog:
     """The real training loop, with no dashboard and no Ctrl-C."""
     agent.config.swanlab_mode = "disabled"
     with dqn.RunLog(agent.config, started=0.0) as log:
-        log.start()
+        dqn.start_swanlab(agent.config, log)
         dqn.train_agent(agent, dqn.make_env(0), dqn.make_env(1), log)
     return log
 
@@ -296,7 +300,7 @@ def train_with_scripted_evaluations(
 ) -> list[dict]:
     """Six episodes, an evaluation every two, whose averages are `scores` and whose long checks
     hold `held` steps (all of them, if not given); returns the rows of metrics.csv."""
-    config = dqn.Config(episodes=6, eval_every=2, solved_reward=500, batch_size=8)
+    config = dqn.Config(episode=6, eval_every=2, solved_reward=500, batch_size=8)
     config.output_dir = str(tmp_path)
     agent = dqn.DQNAgent(4, 2, config)
     scripted, checks = iter(scores), iter(held or [config.long_check_steps] * len(scores))
@@ -327,7 +331,7 @@ def test_a_tie_without_learning_in_between_keeps_the_saved_model(tmp_path, monke
 
 
 def test_while_learning_a_full_length_training_episode_is_evaluated_at_once(tmp_path, monkeypatch):
-    config = dqn.Config(episodes=8, eval_every=4, solved_reward=500, batch_size=8)
+    config = dqn.Config(episode=8, eval_every=4, solved_reward=500, batch_size=8)
     config.output_dir = str(tmp_path)
     agent = dqn.DQNAgent(4, 2, config)
     train_rewards = iter([20.0, 500.0, 30.0, 500.0, 500.0, 500.0, 40.0, 500.0])
@@ -349,7 +353,7 @@ def test_while_learning_a_full_length_training_episode_is_evaluated_at_once(tmp_
 
 def evaluated_episodes(tmp_path, monkeypatch, train_rewards: list[float], scores) -> list[int]:
     """Which episodes are evaluated when training scores `train_rewards` (every 5 is regular)."""
-    config = dqn.Config(episodes=len(train_rewards), eval_every=5, batch_size=8)
+    config = dqn.Config(episode=len(train_rewards), eval_every=5, batch_size=8)
     config.output_dir = str(tmp_path)
     agent = dqn.DQNAgent(4, 2, config)
     rewards, evals = iter(train_rewards), iter(scores)

@@ -18,7 +18,7 @@ def test_the_seed_benchmark_prints_a_row_per_seed_and_the_medians(tmp_path):
     rows = run_benchmark(
         "seeds.py", tmp_path, "--seeds", "3", "4", "--jobs", "1", "--eval-episodes", "2",
         "--workdir", str(tmp_path / "runs"),
-        "--", "--episodes", "2", "--eval-every", "1", "--no-video", "--swanlab-mode", "disabled",
+        "--", "--episode", "2", "--eval-every", "1", "--no-video", "--swanlab-mode", "disabled",
     )  # fmt: skip
     assert [row[0] for row in rows[1:]] == ["3", "4", "**median**"]
     assert rows[0][-4:] == [
@@ -40,7 +40,7 @@ def test_the_video_benchmark_times_each_command_and_reports_peak_memory(tmp_path
     rows = run_benchmark(
         "video.py", tmp_path, "--runs", "1", "--model", str(model),
         "--workdir", str(tmp_path / "runs"),
-        "--", "--episodes", "2", "--test-episodes", "1", "--max-test-steps", "30",
+        "--", "--episode", "2", "--test-episodes", "1", "--max-test-steps", "30",
         "--swanlab-mode", "disabled",
     )  # fmt: skip
     assert [row[0][:11] for row in rows[1:]] == ["video phase", "whole run: "]

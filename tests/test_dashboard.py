@@ -31,7 +31,7 @@ def test_a_gif_failure_is_one_warning_and_the_run_still_succeeds(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(dqn, "save_gif", broken_gif)
-    args = ["--episodes", "1", "--test-episodes", "1", "--max-test-steps", "10"]
+    args = ["--episode", "1", "--test-episodes", "1", "--max-test-steps", "10"]
     assert dqn.main([*args, "--swanlab-mode", "disabled"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["warning: no GIF for the dashboard (OSError: disk full)"]
@@ -109,7 +109,7 @@ def test_cloud_failure_falls_back_to_a_local_dashboard_in_one_line(tmp_path):
     closed = free_port()
     result = run_script(
         tmp_path,
-        *["--episodes", "1", "--test-episodes", "1", "--no-video"],
+        *["--episode", "1", "--test-episodes", "1", "--no-video"],
         SWANLAB_API_KEY="k" * 21,
         SWANLAB_API_HOST=f"http://127.0.0.1:{closed}",
     )

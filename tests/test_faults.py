@@ -139,7 +139,7 @@ def test_a_missing_video_library_keeps_the_training_results_and_exits_3(tmp_path
     (fake / "moviepy").mkdir(parents=True)
     (fake / "moviepy" / "__init__.py").write_text("raise ImportError('no moviepy here')\n")
     result = run_script(
-        tmp_path, "--episodes", "2", "--swanlab-mode", "disabled", PYTHONPATH=str(fake)
+        tmp_path, "--episode", "2", "--swanlab-mode", "disabled", PYTHONPATH=str(fake)
     )
     assert result.returncode == 3
     assert "Traceback" not in result.stderr
@@ -161,7 +161,7 @@ def test_swanlab_failing_mid_run_costs_one_warning_and_no_metrics(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(dqn.swanlab.Run, "log", flaky_log)
-    argv = ["--episodes", "12", "--eval-every", "2", "--no-video", "--swanlab-mode", "local"]
+    argv = ["--episode", "12", "--eval-every", "2", "--no-video", "--swanlab-mode", "local"]
     assert dqn.main(argv) == 0
     err = capsys.readouterr().err
     assert err.count("SwanLab stopped logging") == 1
@@ -184,7 +184,7 @@ def swanlab_run_is_closed(swanlog) -> bool:
 def test_a_stop_signal_keeps_the_model_and_metrics_closes_swanlab_and_exits_128_plus_n(
     tmp_path, signum, name
 ):
-    process = start_script(tmp_path, "--episodes", "100000", "--eval-every", "2")
+    process = start_script(tmp_path, "--episode", "100000", "--eval-every", "2")
     lines = read_until(process, "episode   20 ")  # some evaluations have happened
     process.send_signal(signum)
     out, err = process.communicate(timeout=60)
@@ -222,7 +222,7 @@ def test_a_second_signal_stops_at_once():
 
 
 def test_a_signal_during_the_test_videos_stops_at_once_and_closes_swanlab(tmp_path):
-    process = start_script(tmp_path, "--episodes", "20")
+    process = start_script(tmp_path, "--episode", "20")
     read_until(process, "test episode 0 ")
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
@@ -267,7 +267,7 @@ def test_a_process_killed_in_the_middle_of_a_save_leaves_the_previous_file(tmp_p
 
 
 def test_a_run_killed_while_saving_often_leaves_loadable_files(tmp_path):
-    argv = ["--episodes", "100000", "--eval-every", "1", "--eval-episodes", "1"]
+    argv = ["--episode", "100000", "--eval-every", "1", "--eval-episodes", "1"]
     process = subprocess.Popen(
         [sys.executable, str(REPO / "dqn_cartpole.py"), *argv, *NO_EXTRAS],
         cwd=tmp_path,
@@ -292,7 +292,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_file_and_removes_the_tempor
     tmp = tmp_path / ".best_model.pth.tmp"
     tmp.symlink_to("/dev/full")  # every write to /dev/full fails with ENOSPC, as a full disk
     with pytest.raises(dqn.WriteError) as error:
-        dqn.DQNAgent(4, 2, dqn.Config()).save_model(target)
+        dqn.save_atomically(target, dqn.DQNAgent(4, 2, dqn.Config()).save_model)
     assert str(error.value) == f"cannot write {target}: No space left on device"
     assert target.read_bytes() == before
     assert not tmp.exists() and not tmp.is_symlink()
@@ -304,7 +304,7 @@ def test_a_full_disk_during_training_gives_one_line_exit_4_and_loses_nothing(tmp
     output.mkdir()
     previous = good_model(output / "best_model.pth").read_bytes()  # the user's earlier model
     (output / f".{name}.tmp").symlink_to("/dev/full")
-    result = run_script(tmp_path, "--episodes", "3", "--eval-every", "1", "--no-video")
+    result = run_script(tmp_path, "--episode", "3", "--eval-every", "1", "--no-video")
     assert result.returncode == 4, result.stdout + result.stderr
     assert result.stderr.strip().splitlines() == [
         f"dqn_cartpole.py: error: cannot write output/{name}: No space left on device"
@@ -344,7 +344,7 @@ def hold(cwd, folder: str) -> subprocess.Popen:
 def test_a_folder_in_use_by_another_run_is_refused_before_any_work(tmp_path, flag, folder):
     other = hold(tmp_path, folder)
     try:
-        args = ["--episodes", "2", "--swanlab-mode", "disabled", "--video-dir", "videos"]
+        args = ["--episode", "2", "--swanlab-mode", "disabled", "--video-dir", "videos"]
         result = run_script(tmp_path, *args)
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() == [
@@ -373,7 +373,7 @@ def test_play_refuses_a_video_folder_in_use(tmp_path):
 
 
 def test_one_folder_for_both_the_model_and_the_videos_is_not_a_conflict(tmp_path):
-    args = ["--episodes", "1", "--test-episodes", "1", "--max-test-steps", "10"]
+    args = ["--episode", "1", "--test-episodes", "1", "--max-test-steps", "10"]
     result = run_script(tmp_path, *args, "--output-dir", "out", "--video-dir", "out")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "rl-video-episode-0.mp4").exists()
@@ -381,7 +381,7 @@ def test_one_folder_for_both_the_model_and_the_videos_is_not_a_conflict(tmp_path
 
 def test_a_swanlog_that_cannot_be_written_costs_the_dashboard_not_the_training(tmp_path):
     (tmp_path / "swanlog").write_text("a file where SwanLab wants its folder")
-    result = run_script(tmp_path, "--episodes", "3", "--eval-every", "1", "--no-video")
+    result = run_script(tmp_path, "--episode", "3", "--eval-every", "1", "--no-video")
     assert result.returncode == 0, result.stderr
     (warning,) = result.stderr.strip().splitlines()
     assert warning.startswith("warning: SwanLab could not start (") and "swanlog" in warning
@@ -392,7 +392,7 @@ def test_a_swanlog_that_cannot_be_written_costs_the_dashboard_not_the_training(t
 def test_a_home_folder_that_cannot_be_written_costs_nothing(tmp_path):
     home = tmp_path / "home"
     home.write_text("not a folder: nothing can be written under it")
-    result = run_script(tmp_path, "--episodes", "2", "--no-video", HOME=str(home))
+    result = run_script(tmp_path, "--episode", "2", "--no-video", HOME=str(home))
     assert result.returncode == 0, result.stderr
     assert result.stderr == "" and "swanlab watch" in result.stdout
 
@@ -415,7 +415,7 @@ def test_a_policy_image_that_fails_costs_one_warning_not_the_training(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(dqn, "policy_image", broken_image)
-    argv = ["--episodes", "6", "--eval-every", "2", "--no-video", "--swanlab-mode", "local"]
+    argv = ["--episode", "6", "--eval-every", "2", "--no-video", "--swanlab-mode", "local"]
     assert dqn.main(argv) == 0
     (warning,) = capsys.readouterr().err.strip().splitlines()
     assert warning.startswith("warning: SwanLab stopped logging (") and "no font here" in warning
@@ -435,7 +435,7 @@ def test_rows_after_the_last_evaluation_are_kept_when_a_write_fails(tmp_path, mo
         real_save(path, write, mode)
 
     monkeypatch.setattr(dqn, "save_atomically", disk_full_at_the_second_model)
-    argv = ["--episodes", "20", "--eval-every", "5", "--output-dir", str(tmp_path)]
+    argv = ["--episode", "20", "--eval-every", "5", "--output-dir", str(tmp_path)]
     assert dqn.main([*argv, "--no-video", "--swanlab-mode", "disabled"]) == 4
     # Episodes 1-5 were saved at the first evaluation; 6-10 were trained after it, the failing
     # save came at episode 10's evaluation.

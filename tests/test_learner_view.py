@@ -26,7 +26,7 @@ from conftest import (
     swanlab_metric,
 )
 
-SHORT = ["--episodes", "30", "--test-episodes", "1", "--max-test-steps", "20", "--no-video"]
+SHORT = ["--episode", "30", "--test-episodes", "1", "--max-test-steps", "20", "--no-video"]
 
 
 def run_in_terminal(cwd, *args: str) -> tuple[int, str]:
@@ -73,7 +73,7 @@ def test_in_a_terminal_a_progress_bar_runs_below_one_line_per_evaluation(tmp_pat
 
 
 def test_without_a_terminal_only_the_evaluations_are_printed_and_no_carriage_return(tmp_path):
-    result = run_script(tmp_path, *SHORT, "--episodes", "100", "--swanlab-mode", "disabled")
+    result = run_script(tmp_path, *SHORT, "--episode", "100", "--swanlab-mode", "disabled")
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -154,26 +154,26 @@ def test_the_policy_image_splits_where_the_network_changes_its_mind():
 
 def test_tutorial_settings_sets_the_tutorials_values_and_its_own_experiment_name():
     config = dqn.parse_args(["--tutorial-settings"])
-    assert (config.lr, config.batch_size) == (0.001, 64)
+    assert (config.learning_rate, config.batch_size) == (0.001, 64)
     assert (config.epsilon_decay, config.solved_reward) == (0.995, 0.0)
     assert config.experiment_name == "DQN-CartPole-v1-tutorial-settings"
-    assert dqn.parse_args([]).lr == 0.003  # and nothing changes without it
+    assert dqn.parse_args([]).learning_rate == 0.003  # and nothing changes without it
 
 
 def test_a_flag_given_beside_tutorial_settings_wins():
     argv = ["--tutorial-settings", "--batch-size", "32", "--experiment-name", "mine"]
     config = dqn.parse_args(argv)
-    assert (config.batch_size, config.lr) == (32, 0.001)
+    assert (config.batch_size, config.learning_rate) == (32, 0.001)
     assert config.experiment_name == "mine-tutorial-settings"
     assert dqn.parse_args(["--batch-size", "32", "--tutorial-settings"]).batch_size == 32
 
 
 def test_tutorial_settings_values_reach_best_model_json_and_the_swanlab_config(tmp_path):
-    args = ["--tutorial-settings", "--episodes", "2", "--eval-every", "1", "--lr", "0.0005"]
+    args = ["--tutorial-settings", "--episode", "2", "--eval-every", "1", "--lr", "0.0005"]
     result = run_script(tmp_path, *args, "--test-episodes", "0", "--no-video")
     assert result.returncode == 0, result.stderr
     used = json.loads((tmp_path / "output" / "best_model.json").read_text())["config"]
-    assert (used["lr"], used["batch_size"], used["epsilon_decay"]) == (0.0005, 64, 0.995)
+    assert (used["learning_rate"], used["batch_size"], used["epsilon_decay"]) == (0.0005, 64, 0.995)
     assert used["solved_reward"] == 0 and used["experiment_name"].endswith("-tutorial-settings")
     (config_file,) = (tmp_path / "swanlog").glob("run-*/files/config.yaml")
     assert "value: 0.0005" in config_file.read_text() and "value: 64" in config_file.read_text()
@@ -187,10 +187,11 @@ def flags_in_help() -> set[str]:
 
 
 @pytest.mark.parametrize("readme", ["README.md", "README.zh-CN.md"])
-def test_each_readme_names_every_flag_and_links_the_other(readme):
+def test_each_settings_page_names_every_flag_and_each_readme_links_the_other(readme):
+    page = REPO / "docs" / readme.replace("README", "settings")
+    missing = sorted(flag for flag in flags_in_help() if f"`{flag}" not in page.read_text())
+    assert not missing, f"{page.name} does not name {missing}"
     text = (REPO / readme).read_text()
-    missing = sorted(flag for flag in flags_in_help() if f"`{flag}" not in text)
-    assert not missing, f"{readme} does not name {missing}"
     other = "README.zh-CN.md" if readme == "README.md" else "README.md"
     assert f"]({other})" in "\n".join(text.splitlines()[:5]), "a link to the other, at the top"
 

@@ -6,7 +6,7 @@ from conftest import read_metrics
 
 def test_fifty_episodes_with_the_defaults_learn_far_beyond_random_play(tmp_path):
     # Random play lasts about 20 steps, and greedy play of an untrained net about 10.
-    argv = ["--episodes", "50", "--seed", "0", "--output-dir", str(tmp_path)]
+    argv = ["--episode", "50", "--seed", "0", "--output-dir", str(tmp_path)]
     assert (
         dqn.main([*argv, "--no-video", "--test-episodes", "0", "--swanlab-mode", "disabled"]) == 0
     )

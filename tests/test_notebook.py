@@ -14,7 +14,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-QUICK = ["--episodes", "3", "--eval-every", "1", "--test-episodes", "1", "--max-test-steps", "50"]
+QUICK = ["--episode", "3", "--eval-every", "1", "--test-episodes", "1", "--max-test-steps", "50"]
 NO_DASHBOARD = ["--swanlab-mode", "disabled"]
 
 
@@ -22,9 +22,9 @@ def pasted_file() -> str:
     """The whole script as pasted into a cell, its defaults shortened so that the test is quick."""
     text = SCRIPT.read_text()
     for old, new in [
-        ('episodes: int = setting(600, "number of training', 'episodes: int = setting(3, "'),
-        ('test_episodes: int = setting(3, "episodes the best', 'test_episodes: int = setting(1, "'),
-        ('max_test_steps: int = setting(1500, "step limit', 'max_test_steps: int = setting(50, "'),
+        ("    episode: int = 600\n", "    episode: int = 3\n"),
+        ("    test_episodes: int = 3\n", "    test_episodes: int = 1\n"),
+        ("    max_test_steps: int = 1500\n", "    max_test_steps: int = 50\n"),
     ]:
         assert old in text, old
         text = text.replace(old, new)
@@ -48,7 +48,7 @@ def press_stop():  # what the stop button sends the kernel
 
 threading.Thread(target=press_stop, daemon=True).start()
 with capture_output() as said:
-    code = {main}(["--episodes", "100000", "--eval-every", "1", "--output-dir", "{folder}",
+    code = {main}(["--episode", "100000", "--eval-every", "1", "--output-dir", "{folder}",
                    "--swanlab-mode", "disabled"])
 print(said.stdout + said.stderr)
 print("returned", code, "| the kernel's handler back:", signal.getsignal(2) is kernels_own)
@@ -186,4 +186,4 @@ def test_a_bad_flag_in_a_notebook_is_one_line_and_a_returned_code_not_system_exi
     _, outputs = notebook
     out = outputs["bad flag"]
     assert not errors(out), text(out)
-    assert "argument --episodes: must be >= 1" in text(out) and "returned 2" in text(out)
+    assert "argument --episode: must be >= 1" in text(out) and "returned 2" in text(out)

@@ -57,7 +57,7 @@ def run_imitating(cwd, imitations: list[str], *args: str, **env: str):
 
 def test_a_clock_that_advances_in_steps_of_15_ms_does_not_stop_the_run(tmp_path):
     # The first episodes take well under 15.6 ms: on Windows, time.time() has not moved yet.
-    args = ["--episodes", "12", "--eval-every", "4", *NO_EXTRAS]
+    args = ["--episode", "12", "--eval-every", "4", *NO_EXTRAS]
     result = run_imitating(tmp_path, ["coarse clock"], *args)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -66,7 +66,7 @@ def test_a_clock_that_advances_in_steps_of_15_ms_does_not_stop_the_run(tmp_path)
 
 def test_a_console_whose_code_page_lacks_epsilon_prints_a_replacement(tmp_path):
     # Output redirected to a file on a Western-European Windows: code page 1252, no "ε".
-    result = run_script(tmp_path, "--episodes", "10", *NO_EXTRAS, PYTHONIOENCODING="cp1252")
+    result = run_script(tmp_path, "--episode", "10", *NO_EXTRAS, PYTHONIOENCODING="cp1252")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("episode ")]
@@ -75,7 +75,7 @@ def test_a_console_whose_code_page_lacks_epsilon_prints_a_replacement(tmp_path):
 
 
 def test_metrics_csv_has_one_line_ending_per_row_when_text_files_end_lines_with_crlf(tmp_path):
-    args = ["--episodes", "4", "--eval-every", "2", *NO_EXTRAS]
+    args = ["--episode", "4", "--eval-every", "2", *NO_EXTRAS]
     result = run_imitating(tmp_path, ["windows text files"], *args)
     assert result.returncode == 0, result.stderr
     data = (tmp_path / "output" / "metrics.csv").read_bytes()
@@ -84,7 +84,7 @@ def test_metrics_csv_has_one_line_ending_per_row_when_text_files_end_lines_with_
 
 
 def test_without_fcntl_and_sighup_as_on_windows_a_run_trains_and_records(tmp_path):
-    args = ["--episodes", "3", "--eval-every", "1", "--test-episodes", "1"]
+    args = ["--episode", "3", "--eval-every", "1", "--test-episodes", "1"]
     args += ["--max-test-steps", "20", "--swanlab-mode", "disabled"]
     result = run_imitating(tmp_path, ["no fcntl", "no SIGHUP"], *args)
     assert result.returncode == 0, result.stderr
@@ -99,7 +99,7 @@ def ignoring(signum: int):
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT])
 def test_a_signal_ignored_when_the_script_starts_stays_ignored(tmp_path, signum):
-    args = ["--episodes", "40", "--eval-every", "10", *NO_EXTRAS]
+    args = ["--episode", "40", "--eval-every", "10", *NO_EXTRAS]
     process = start_script(tmp_path, *args, preexec_fn=ignoring(signum))
     read_until(process, "episode   10 ")
     process.send_signal(signum)  # the SSH session ends, or Ctrl-C in the terminal it left
@@ -131,7 +131,7 @@ def test_a_stop_during_a_test_video_keeps_the_whole_earlier_video(tmp_path):
 def test_printed_commands_work_when_pasted_into_a_shell_on_a_path_with_spaces(tmp_path):
     cwd = tmp_path / "课程 DQN"
     cwd.mkdir()
-    args = ["--episodes", "100000", "--eval-every", "2", "--output-dir", "我的 输出"]
+    args = ["--episode", "100000", "--eval-every", "2", "--output-dir", "我的 输出"]
     process = start_script(cwd, *args, "--no-video")
     read_until(process, "episode   10 ")
     process.send_signal(signal.SIGTERM)
@@ -196,7 +196,7 @@ def test_the_cloud_check_goes_through_the_proxy_as_swanlabs_own_requests_do(tmp_
     try:
         result = run_script(
             tmp_path,
-            *["--episodes", "1", "--test-episodes", "0", "--no-video"],
+            *["--episode", "1", "--test-episodes", "0", "--no-video"],
             SWANLAB_API_KEY="k" * 21,
             SWANLAB_API_HOST="http://swanlab.invalid",  # a name that no DNS resolves
             **proxy.environment(),
@@ -215,7 +215,7 @@ def test_a_proxy_that_never_answers_costs_a_few_seconds_then_a_local_run(tmp_pat
         started = time.monotonic()
         result = run_script(
             tmp_path,
-            *["--episodes", "1", "--test-episodes", "0", "--no-video"],
+            *["--episode", "1", "--test-episodes", "0", "--no-video"],
             SWANLAB_API_KEY="k" * 21,
             SWANLAB_API_HOST="http://swanlab.invalid",
             **proxy.environment(),

@@ -27,7 +27,7 @@ def test_importing_the_script_trains_prints_and_writes_nothing(tmp_path):
 
 
 def test_training_never_loads_pytorchs_compiler(tmp_path):
-    # torch.optim's classes import torch._dynamo (~1 s) on first use; FusedAdam avoids that.
+    # torch.optim's classes import torch._dynamo (~1 s) on first use; Faster avoids that.
     args = "['--episodes', '3', '--batch-size', '16', '--no-video', '--swanlab-mode', 'disabled']"
     code = f"dqn_cartpole.main({args}); print('torch._dynamo' in sys.modules)"
     result = run_with_script_imported(tmp_path, code)
@@ -41,7 +41,7 @@ def test_small_run_writes_a_loadable_model_and_its_description(small_run):
     q_net = dqn.load_model(cwd / "output" / "best_model.pth", 4, 2)
     assert q_net(torch.zeros(1, 4)).shape == (1, 2)
     info = json.loads((cwd / "output" / "best_model.json").read_text())
-    assert info["seed"] == 42 and info["config"]["episodes"] == 3
+    assert info["seed"] == 42 and info["config"]["episode"] == 3
     assert 1 <= info["episode"] <= 3 and info["eval_avg_reward"] > 0
     assert set(info["versions"]) >= {"python", "torch", "gymnasium", "swanlab"}
 
@@ -96,7 +96,7 @@ def test_same_seed_gives_the_same_rewards_and_weights(tmp_path, no_swanlab_login
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        args = ["--episodes", "8", "--eval-every", "4", "--no-video", "--test-episodes", "1"]
+        args = ["--episode", "8", "--eval-every", "4", "--no-video", "--test-episodes", "1"]
         assert dqn.main([*args, "--swanlab-mode", "disabled", "--output-dir", str(out)]) == 0
         rewards = [r["train_reward"] for r in read_metrics(out / "metrics.csv")]
         runs.append((rewards, torch.load(out / "best_model.pth")))

@@ -51,7 +51,7 @@ def test_the_end_of_a_run_in_an_80_column_terminal_is_clean(tmp_path):
     videos = tmp_path / "dqn_videos"
     videos.mkdir()
     (videos / "rl-video-episode-0.mp4").write_bytes(b"an earlier run's")  # to be replaced
-    args = ["--episodes", "12", "--test-episodes", "2", "--max-test-steps", "50"]
+    args = ["--episode", "12", "--test-episodes", "2", "--max-test-steps", "50"]
     lines = screen_at_the_end(tmp_path, *args)
     text = "\n".join(lines)
     # The bar, drawn once at the end of training, is closed before the test episodes; each

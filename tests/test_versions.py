@@ -81,10 +81,10 @@ def test_a_version_inside_the_range_is_accepted(name, version):
     assert dqn.version_problems(installed | {name: version}) == []
 
 
-def test_the_line_is_the_one_the_readme_shows():
+def test_the_line_is_the_one_the_troubleshooting_page_shows():
     (line,) = dqn.version_problems(dqn.installed_versions() | {"gymnasium": "0.29.1"})
-    for readme in ("README.md", "README.zh-CN.md"):
-        assert f"dqn_cartpole.py: error: {line}\n" in (REPO / readme).read_text()
+    for page in ("troubleshooting.md", "troubleshooting.zh-CN.md"):
+        assert f"dqn_cartpole.py: error: {line}\n" in (REPO / "docs" / page).read_text()
 
 
 def test_torch_before_2_3_with_numpy_2_is_refused_with_the_numpy_that_fits():
@@ -113,7 +113,7 @@ def test_requirements_txt_asks_for_the_ranges_and_extras_the_script_checks():
 def test_adam_without_fusing_as_before_torch_2_4_moves_the_weights_as_torch_optim_adam_does(
     monkeypatch,
 ):
-    monkeypatch.setattr(dqn.FusedAdam, "FUSED", False)
+    monkeypatch.setattr(dqn.Faster, "FUSED", False)
     assert_fused_adam_moves_the_weights_as(foreach=False)
 
 
@@ -147,7 +147,7 @@ def test_swanlab_without_its_dashboard_warns_once_and_the_closing_line_says_how_
 ):
     # The tutorial's own `pip install swanlab`: SwanLab without swanboard.
     hide = "import sys; sys.modules['swanboard'] = None  # import swanboard fails\n"
-    args = ["--episodes", "3", "--eval-every", "1", "--no-video"]
+    args = ["--episode", "3", "--eval-every", "1", "--no-video"]
     result = run_with_versions(tmp_path, {}, *args, before=hide)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout + result.stderr
@@ -161,7 +161,7 @@ def test_swanlab_without_its_dashboard_warns_once_and_the_closing_line_says_how_
 
 def test_a_sigint_ignored_at_start_stays_ignored_with_swanlab_logging_too(tmp_path):
     # SwanLab installs a SIGINT handler of its own when its run starts.
-    args = ["--episodes", "40", "--eval-every", "10", "--no-video", "--swanlab-mode", "local"]
+    args = ["--episode", "40", "--eval-every", "10", "--no-video", "--swanlab-mode", "local"]
     ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
     process = start_script(tmp_path, *args, preexec_fn=ignore)
     read_until(process, "episode   10 ")

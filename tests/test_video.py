@@ -39,7 +39,7 @@ def test_the_gif_keeps_every_third_frame_of_the_first_ten_seconds_of_the_first_v
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     env = recorder(tmp_path, steps=600)
     torch.manual_seed(0)
-    policy = dqn.greedy_policy(dqn.QNetwork(4, 2))
+    policy = dqn.Faster.greedy(dqn.QNetwork(4, 2))
     with env:
         dqn.greedy_episode(env, policy)
         first = len(env.gif_frames)
@@ -62,7 +62,7 @@ def test_a_full_disk_while_recording_exits_4_and_keeps_the_previous_video(tmp_pa
     previous = videos / "rl-video-episode-0.mp4"
     previous.write_bytes(b"the user's earlier video")
     (videos / ".rl-video-episode-0.tmp.mp4").symlink_to("/dev/full")
-    args = ["--episodes", "2", "--test-episodes", "1", "--max-test-steps", "200"]
+    args = ["--episode", "2", "--test-episodes", "1", "--max-test-steps", "200"]
     result = run_script(tmp_path, *args, "--swanlab-mode", "disabled")
     assert result.returncode == 4, result.stdout + result.stderr
     assert result.stderr.strip().splitlines() == [
@@ -75,7 +75,7 @@ def test_a_full_disk_while_recording_exits_4_and_keeps_the_previous_video(tmp_pa
 
 
 def test_a_shorter_replay_removes_the_videos_of_a_longer_earlier_one(tmp_path):
-    args = ["--episodes", "2", "--max-test-steps", "20", "--swanlab-mode", "disabled"]
+    args = ["--episode", "2", "--max-test-steps", "20", "--swanlab-mode", "disabled"]
     assert run_script(tmp_path, *args, "--test-episodes", "3").returncode == 0
     model = str(tmp_path / "output" / "best_model.pth")
     result = run_script(tmp_path, "--play", model, *args[2:], "--test-episodes", "1")
@@ -105,7 +105,7 @@ def test_a_users_own_file_beside_the_videos_is_left_alone(tmp_path):
     videos.mkdir()
     mine = videos / "rl-video-episode-0-copy.mp4"  # a name the sweep of old videos must not read
     mine.write_bytes(b"a copy the learner made")
-    args = ["--episodes", "1", "--test-episodes", "1", "--max-test-steps", "10"]
+    args = ["--episode", "1", "--test-episodes", "1", "--max-test-steps", "10"]
     result = run_script(tmp_path, *args, "--swanlab-mode", "disabled")
     assert result.returncode == 0, result.stderr
     assert mine.read_bytes() == b"a copy the learner made"
@@ -115,7 +115,7 @@ def test_a_users_own_file_beside_the_videos_is_left_alone(tmp_path):
 def test_a_video_that_cannot_be_renamed_into_place_exits_4_not_3(tmp_path):
     videos = tmp_path / "dqn_videos"
     (videos / "rl-video-episode-0.mp4").mkdir(parents=True)  # a folder where the video goes
-    args = ["--episodes", "1", "--test-episodes", "1", "--max-test-steps", "10"]
+    args = ["--episode", "1", "--test-episodes", "1", "--max-test-steps", "10"]
     result = run_script(tmp_path, *args, "--swanlab-mode", "disabled")
     assert result.returncode == 4, result.stdout + result.stderr
     (line,) = result.stderr.strip().splitlines()
