@@ -348,7 +348,6 @@ import functools
 import io
 import json
 import os
-import pickle
 import platform
 import re
 import shlex
@@ -372,26 +371,17 @@ from torch.optim.adam import adam as adam_update
 from torch.torch_version import TorchVersion as Version  # PEP 440 versions, for any library
 from tqdm import tqdm
 
-# ---- Versions: the range of each library that the script was run with, checked at the start --
-# (the lowest that runs, found by running the script; the first release outside: the one after the
-# newest checked where the script leans on internals, else the next major version). README,
-# "Which versions"; requirements.txt asks for the same. The internals, with the versions they
-# were checked on:
+# ---- Versions: each library's range, checked at the start (docs/versions.md) ------------------
+# From the lowest that runs the script to the first release after the newest checked where the
+# script leans on internals, else the next major. requirements.txt asks for the same. Internals:
 # - gymnasium 1.0.0-1.4.0: RecordVideo's start_recording, stop_recording, _capture_frame,
-#   recorded_frames, recording, _video_name, episode_id and frames_per_sec
-#   (StreamingRecordVideo); HumanRendering's _render_frame, window and clock (Window);
-#   CartPole's render_mode and screen (draw_cartpole). gymnasium 0.29's RecordVideo is another
-#   class, which never calls the subclass: the videos come, the GIF does not.
-# - swanlab 0.8.2-0.10.3: Settings(probe=...) and its api_key, mode and api_host; a run's mode,
-#   url, dir, finish(state=, error=) and its log method, which swanlab.log calls (guarded_log);
-#   swanlab.get_run; the SIGINT handler that swanlab.init installs. Before
-#   0.8.2 the GIF never reaches the dashboard; before 0.8.0, Settings has no api_key.
-#   On 0.10.3 only: swanlab.sdk.internal.run.greeting's welcome and goodbye, silenced
-#   (quiet_swanlab_greetings); in a SwanLab without that module, its own lines stay.
-# - torch 2.2.2, 2.13.0, 2.15.0: torch.optim.adam.adam, the function behind torch.optim.Adam,
-#   fused on a CPU from 2.4, and Adam's state keys (Faster.adam_steps); get_unsafe_globals_in_
-#   checkpoint from 2.5 (load_model). 2.13.0 only: the __dynamo_disable cache of
-#   torch._disable_dynamo (Faster.skip_compiler_import); elsewhere, the compiler is imported.
+#   recorded_frames, recording, _video_name, episode_id, frames_per_sec (StreamingRecordVideo);
+#   HumanRendering's _render_frame, window, clock (Window); CartPole's render_mode and screen.
+# - swanlab 0.8.2-0.10.3: Settings(probe=...), its api_key, mode, api_host; get_run; a run's
+#   mode, url, dir, finish(state=, error=) and log, which swanlab.log calls (guarded_log); the
+#   SIGINT handler swanlab.init sets. 0.10.3 only: sdk.internal.run.greeting (quiet_greetings).
+# - torch 2.2.2, 2.13.0, 2.15.0: torch.optim.adam.adam, fused on a CPU from 2.4, and Adam's state
+#   keys (Faster.adam_steps); 2.13.0 only: torch._disable_dynamo's __dynamo_disable cache.
 SUPPORTED = {
     "torch": ("2.2.2", "2.16"),
     "gymnasium": ("1.0.0", "1.5"),
@@ -419,16 +409,10 @@ def version_problems(installed: dict[str, str | None], pip: str = "pip") -> list
         has = f"{name} {found} is installed" if found else f"{name} is not installed"
         problems.append(f'{has}; this script needs {needs}: {pip} install "{fix}"')
     torch_found, numpy_found = installed.get("torch"), installed.get("numpy")
-    if (
-        torch_found
-        and numpy_found
-        and Version(torch_found) < (2, 3)
-        and Version(numpy_found) >= (2,)
-    ):
-        problems.append(  # its wheels were built against NumPy 1 (torch 2.3 is the first for 2)
-            f"numpy {numpy_found} is installed; torch {torch_found} needs NumPy 1: "
-            f'{pip} install "numpy>={SUPPORTED["numpy"][0]},<2"'
-        )
+    old_torch = torch_found and Version(torch_found) < (2, 3)  # its wheels: against NumPy 1
+    if old_torch and numpy_found and Version(numpy_found) >= (2,):
+        needs = f'needs NumPy 1: {pip} install "numpy>={SUPPORTED["numpy"][0]},<2"'
+        problems.append(f"numpy {numpy_found} is installed; torch {torch_found} {needs}")
     return problems
 
 
@@ -452,6 +436,7 @@ def allows(valid: str, value: float) -> bool:
 
 
 # Each setting's --help line and the values it accepts ("> 0", "[0, 1]"), beside the Config above.
+SWANLAB_MODES = ["auto", "cloud", "local", "offline", "disabled"]
 HELP = {
     "learning_rate": ("Adam's step size", "> 0"),
     "batch_size": ("transitions per gradient step", ">= 1"),
@@ -465,11 +450,7 @@ HELP = {
     "long_check_steps": ("a perfect evaluation counts once eval-episodes this long hold", ">= 1"),
     "early_eval_reward": ("until a perfect evaluation, evaluate any episode scoring this", ">= 0"),
     "tutorial_settings": ("the tutorial's learning rate, batch, ε decay, no pause", None),
-    "no_replay": (
-        "without experience replay: each update learns from the latest batch-size transitions "
-        "in the order they happened, not a random sample (the same batch, the same updates)",
-        None,
-    ),
+    "no_replay": ("without experience replay: each update takes the latest batch, in order", None),
     "no_target_net": ("without a target network: q_net gives its own TD target", None),
     "episode": ("number of training episodes", ">= 1"),
     "eval_every": ("evaluate the greedy policy every N episodes", ">= 1"),
@@ -483,27 +464,15 @@ HELP = {
     "play": ("skip training: replay this saved model (a .pth file, or its folder)", None),
     "output_dir": ("where best_model.pth, best_model.json, metrics.csv go", None),
     "video_dir": ("where the test videos (mp4) go", None),
-    "swanlab_mode": (
-        "auto: the cloud after `swanlab login`, else local",
-        ["auto", "cloud", "local", "offline", "disabled"],
-    ),
+    "swanlab_mode": ("auto: the cloud after `swanlab login`, else local", SWANLAB_MODES),
     "project": ("SwanLab project", None),
     "experiment_name": ("SwanLab experiment name", None),
 }
 # The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
-TUTORIAL_SETTINGS = {
-    "learning_rate": 1e-3,
-    "batch_size": 64,
-    "epsilon_decay": 0.995,
-    "solved_reward": 0.0,
-}
+TUTORIAL_SETTINGS = dict(learning_rate=1e-3, batch_size=64, epsilon_decay=0.995, solved_reward=0.0)
 # The flags' earlier spellings, still understood (they were renamed to the tutorial's names).
-OLD_FLAGS = {
-    "learning_rate": "--lr",
-    "replay_buffer_size": "--buffer-size",
-    "update_target_freq": "--target-update-freq",
-    "episode": "--episodes",
-}
+OLD_FLAGS = dict(learning_rate="--lr", replay_buffer_size="--buffer-size", episode="--episodes")
+OLD_FLAGS["update_target_freq"] = "--target-update-freq"
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -521,44 +490,35 @@ def parse_args(argv: list[str] | None = None) -> Config:
         if f.name in TUTORIAL_SETTINGS:
             text += f" (tutorial: {TUTORIAL_SETTINGS[f.name]:g})"
         names = [flags[f.name]] + ([OLD_FLAGS[f.name]] if f.name in OLD_FLAGS else [])
-        if f.type is bool:
-            parser.add_argument(*names, dest=f.name, action="store_true", help=text)
-        else:  # argparse converts the text, and says so if it cannot
+        options = dict(action="store_true")
+        if f.type is not bool:  # argparse converts the text, and says so if it cannot
             choices = valid if isinstance(valid, list) else None
             metavar = "MODEL" if f.name == "play" else None
             options = dict(type=f.type, default=f.default, choices=choices, metavar=metavar)
-            parser.add_argument(*names, dest=f.name, help=text, **options)
+        parser.add_argument(*names, dest=f.name, help=text, **options)
     config = Config(**vars(parser.parse_args(argv)))
     if config.tutorial_settings:  # its values become the defaults, so that a flag still wins
         parser.set_defaults(**TUTORIAL_SETTINGS)
         config = Config(**vars(parser.parse_args(argv)))
-        config.experiment_name += "-tutorial-settings"
-    for switched_off in ("no_replay", "no_target_net"):  # its own run on the dashboard
-        if getattr(config, switched_off):
-            config.experiment_name += "-" + switched_off.replace("_", "-")
-    if config.play:
-        config.experiment_name += "-play"
-    for f in fields(Config):
+    for switch in ("tutorial_settings", "no_replay", "no_target_net", "play"):  # a run of its own
+        if getattr(config, switch):
+            config.experiment_name += "-" + switch.replace("_", "-")
+    for f in fields(Config):  # inf and nan too: --learning-rate inf trains to NaN
         value, valid = getattr(config, f.name), HELP[f.name][1]
-        if isinstance(valid, str) and not allows(
-            valid, value
-        ):  # inf and nan too: --lr inf trains to NaN
+        if isinstance(valid, str) and not allows(valid, value):
             allowed = valid if valid[0] == ">" else f"in {valid}"
             finite = "a finite number " if math.isinf(value) else ""
             parser.error(f"argument {flags[f.name]}: must be {finite}{allowed}, got {value}")
-    if config.batch_size > config.replay_buffer_size:
-        batch, buffer = config.batch_size, config.replay_buffer_size
-        parser.error(f"--batch-size ({batch}) must be <= --replay-buffer-size ({buffer})")
-    if config.epsilon_end > config.epsilon_start:
-        start, end = config.epsilon_start, config.epsilon_end
-        parser.error(f"--epsilon-end ({end}) must be <= --epsilon-start ({start})")
+    values = asdict(config)
+    for low, high in [("batch_size", "replay_buffer_size"), ("epsilon_end", "epsilon_start")]:
+        if values[low] > values[high]:
+            parser.error(f"{flags[low]} ({values[low]}) must be <= {flags[high]} ({values[high]})")
     if config.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
     return config
 
 
-# ---- Files: each is written under a temporary name and then renamed, so that a run stopped at
-# any moment leaves the previous file whole.
+# ---- Files: each written under a temporary name, then renamed: a stop leaves the old one whole
 class InputError(Exception):
     """Something the user gave (a file, a folder) cannot be used; the message says why."""
 
@@ -567,12 +527,11 @@ class WriteError(Exception):
     """A result could not be written (a full disk, a folder gone); the message names the file."""
 
 
-HELD_LOCKS: dict[Path, io.TextIOWrapper] = {}  # a lock lasts while its file stays open
+HELD_LOCKS: dict[Path, io.TextIOWrapper] = {}  # a lock lasts while its file is open
 
 
 def claim_folder(path: Path, flag: str) -> None:
-    """Create `path` and hold it for this run; refuse a folder that another running run holds.
-    main() lets go of it when it returns; the operating system, when the process ends."""
+    """Create `path` and hold it until main() returns (or the process ends); refuse a held one."""
     if path.resolve() in HELD_LOCKS:
         return
     try:
@@ -588,14 +547,12 @@ def claim_folder(path: Path, flag: str) -> None:
     except ImportError:
         pass
     except OSError:
-        with lock:
-            lock.seek(0)
-            pid = lock.read().strip() or "unknown"
+        lock.close()
+        pid = (path / ".lock").read_text(encoding="utf-8").strip() or "unknown"
         advice = f"let it finish, or give this run another {flag}"
         raise InputError(f"{flag} {path}: in use by another run (pid {pid}); {advice}") from None
     lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+    print(os.getpid(), file=lock, flush=True)
     HELD_LOCKS[path.resolve()] = lock
 
 
@@ -655,32 +612,21 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version()} | installed_versions()
 
 
-def unsafe_globals(path: Path) -> list[str]:
-    """The functions a checkpoint would call when unpickled; a safe model file names none."""
-    if hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):  # torch 2.5 and later
-        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    try:  # before 2.5, the weights-only load refuses such a file, naming what it refused
-        torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        return re.findall(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(error))
-    return []
-
-
 def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
     """Rebuild a QNetwork from a saved state_dict, or raise InputError saying what is wrong."""
     if not path.is_file() or path.stat().st_size == 0:
         raise InputError(f"{path}: {'the file is empty' if path.is_file() else 'no such file'}")
     try:
         # SAFETY: a plain pickle can run any code when loaded, and a "pretrained model" from a
-        # stranger is exactly such a file: one that names a function to call is refused unread.
-        unsafe = unsafe_globals(path)
+        # stranger is exactly such a file: weights_only refuses one that names a function.
         with warnings.catch_warnings():  # its warnings would bury the one line that matters
             warnings.simplefilter("ignore")
-            state_dict = None if unsafe else torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        if re.search(r"GLOBAL|Unsupported (class|global)", str(error)):  # as torch names them
+            refused = "refused: the file asks to run code, not just load weights"
+            raise InputError(f"{path}: {refused}") from None
         raise InputError(f"{path}: not a PyTorch model file, or a damaged copy of one") from None
-    if unsafe:
-        raise InputError(f"{path}: refused: the file asks to run code, not just load weights")
     q_net = QNetwork(state_dim, action_dim)
     try:  # strict: PyTorch names each missing, unexpected or wrongly shaped entry, a line each
         q_net.load_state_dict(state_dict)
@@ -692,7 +638,7 @@ def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
 
 # ---- SwanLab: a mode that never asks for a login, since learners may have no account ---------
 def resolve_swanlab_mode(requested: str, settings: "swanlab.Settings") -> str:
-    """Map --swanlab-mode to a SwanLab mode; `auto` uses the cloud only with a saved login."""
+    """--swanlab-mode as SwanLab names it; `auto`: the cloud only with a saved login."""
     if requested != "auto":
         return "online" if requested == "cloud" else requested
     # swanlab.Settings reads SWANLAB_MODE, SWANLAB_API_KEY and the key saved by `swanlab login`.
@@ -702,12 +648,11 @@ def resolve_swanlab_mode(requested: str, settings: "swanlab.Settings") -> str:
 
 
 def swanlab_mode(config: Config, settings: "swanlab.Settings") -> str:
-    """The mode for swanlab.init: the cloud only if it answers (else local, with a warning)."""
+    """The mode for swanlab.init: the cloud only if it answers, else local (with a warning)."""
     mode = resolve_swanlab_mode(config.swanlab_mode, settings)
     if mode == "online":
         try:  # first a 3 s check that the host answers: SwanLab itself retries for ~15 s
-            # With requests, as SwanLab's own client: through HTTPS_PROXY or ALL_PROXY if set.
-            requests.head(settings.api_host, timeout=3)
+            requests.head(settings.api_host, timeout=3)  # via HTTPS_PROXY/ALL_PROXY, as SwanLab
         except requests.RequestException as error:  # no network: the curves stay on this machine
             return local_mode(f"{settings.api_host}: {type(error).__name__}")
     return local_mode() if mode == "local" else mode
@@ -717,21 +662,14 @@ def local_mode(cloud_failed: str | None = None) -> str:
     """A dashboard on this machine; kept offline in swanlog/ without SwanLab's dashboard."""
     if cloud_failed:
         warn(f"SwanLab cloud unavailable ({cloud_failed}); logging locally instead.")
-    if dashboard_installed():
+    if util.find_spec("swanboard"):  # what `swanlab watch` and SwanLab's local mode need
         return "local"
-    warn(
-        f"SwanLab's dashboard is not installed ({DASHBOARD_FIX}): this run is kept offline"
-        " in swanlog/, and metrics.csv has every value."
-    )
+    kept = "this run is kept offline in swanlog/, and metrics.csv has every value"
+    warn(f"SwanLab's dashboard is not installed ({DASHBOARD_FIX}): {kept}.")
     return "offline"
 
 
 DASHBOARD_FIX = 'pip install "swanlab[dashboard]"'
-
-
-def dashboard_installed() -> bool:
-    """Is swanboard there, the package that `swanlab watch` and SwanLab's local mode need?"""
-    return util.find_spec("swanboard") is not None
 
 
 # ---- What a run reports: the dashboard, metrics.csv, best_model.json and the console ---------
@@ -747,7 +685,7 @@ def columns_of(charts: dict) -> dict:
     return {k: charts[chart] for k, (chart, *_) in COLUMNS.items() if chart in charts}
 
 
-class RunLog:
+class RunLog(contextlib.AbstractContextManager):
     """What a run reports besides the lesson's swanlab.log calls: metrics.csv, best_model.json,
     the console and the progress bar, the test videos; SwanLab's mode, and how the run ended."""
 
@@ -757,18 +695,15 @@ class RunLog:
         self.env_steps, self.last_eval, self.best_avg_reward = 0, None, None
         self.best_model, self.best_episode = None, None  # once this run has saved a model
         self.making_videos, self.video_error = False, None
-        self.swanlab_greetings = None  # SwanLab's own, while this run has them silenced
+        self.on_exit = contextlib.ExitStack()  # SwanLab's greetings put back, once silenced
 
     def start_swanlab(self, init: Callable) -> None:
-        """Calls `init`, the lesson's swanlab.init, with a mode that needs no account and with
-        SwanLab's settings. If the cloud refuses, local instead; if SwanLab fails, one warning
-        and the run goes on without it, now or later (guarded_log). SIGINT is left as it was:
-        SwanLab's own handler would end its run at the first Ctrl-C."""
-        self.swanlab_greetings = quiet_swanlab_greetings()
-        handler = signal.getsignal(signal.SIGINT)
+        """Calls `init`, the lesson's swanlab.init, in a mode that needs no account: local if the
+        cloud refuses. SwanLab failing, now or later (guarded_log), costs one warning, no more."""
+        quiet_swanlab_greetings(self.on_exit)
+        handler = signal.getsignal(signal.SIGINT)  # put back: SwanLab's would end its run at Ctrl-C
         try:
-            # The library versions go in the config; SwanLab's own listing of every installed
-            # package runs `pip list` first, ~0.35 s before the first episode.
+            # The versions go in the config below: SwanLab's own listing runs `pip list` (~0.35 s).
             settings = swanlab.Settings(probe={"requirements": False})
             mode = swanlab_mode(self.config, settings)
             try:
@@ -796,20 +731,17 @@ class RunLog:
                 signal.signal(signal.SIGINT, handler)
 
     def guarded_log(self, log: Callable) -> Callable:
-        """The run's log method, made safe: a failure, or one making a value given as a
-        function (a picture drawn only when logged), costs one warning, and SwanLab is left
-        alone after it."""
+        """The run's log method, made safe: a failure, or one making a value given as a function
+        (a picture drawn only when logged), costs one warning, and SwanLab is left alone after."""
 
         def guarded(data: dict, step: int | None = None, **options):
             if self.broken:
                 return None
             try:
                 return log({k: v() if callable(v) else v for k, v in data.items()}, step, **options)
-            except Exception as error:
+            except Exception as err:
                 self.broken = True
-                warn(
-                    f"SwanLab stopped logging ({error}); training goes on, metrics.csv has it all."
-                )
+                warn(f"SwanLab stopped logging ({err}); training goes on, metrics.csv has it all.")
 
         return guarded
 
@@ -850,22 +782,19 @@ class RunLog:
         info |= {"env_steps": row["env_steps"], "seed": self.config.seed}
         info |= {"run_started_at": self.started, "config": asdict(self.config)}
         info |= {"long_check_steps": held or None, "versions": library_versions()}
-        save_atomically(
-            self.output / "best_model.json", lambda f: json.dump(info, f, indent=2), "w"
-        )
+        as_json = functools.partial(json.dump, info, indent=2)
+        save_atomically(self.output / "best_model.json", as_json, "w")
 
     def evaluation(self, episode: int, charts: dict, q_net: QNetwork) -> None:
-        """An evaluation: metrics.csv saved, a line printed, and on the dashboard a picture of
-        what q_net's greedy policy does, state by state."""
+        """An evaluation: metrics.csv saved, a line printed, q_net's greedy policy pictured."""
         row, self.last_eval = self.rows[-1], charts["eval/avg_reward"]
         row |= columns_of(charts)
         write_metrics(self.output / "metrics.csv", self.rows)
         tqdm.write(numbers_line(row), file=sys.stdout)
         sys.stdout.flush()
         caption = f"episode {episode}"  # the picture is drawn only if SwanLab logs it
-        self.chart(
-            {"eval/policy": lambda: swanlab.Image(policy_image(q_net), caption=caption)}, episode
-        )
+        picture = {"eval/policy": lambda: swanlab.Image(policy_image(q_net), caption=caption)}
+        self.chart(picture, episode)
         self.show_progress()
         self.bar.refresh()
 
@@ -882,8 +811,7 @@ class RunLog:
             self.bar.close()  # a closed bar closes again as a no-op
 
     def recorded(self, env: gym.Env) -> gym.Env:
-        """The test env with gymnasium's RecordVideo (streaming) unless --no-video, and a window
-        with --watch."""
+        """The test env, recorded (unless --no-video) and shown in a window (with --watch)."""
         if not self.config.no_video:
             env = StreamingRecordVideo(env, self.config.video_dir, self)
         return Window(env) if self.config.watch else env
@@ -893,15 +821,14 @@ class RunLog:
         print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
 
     def where(self) -> str:
-        """Where the dashboard is: a URL, or a command to paste into the user's shell (or a
-        notebook's cell) and what to do once it runs."""
+        """Where the dashboard is: a URL, or a command to paste (shell or cell) and what next."""
         if not self.live:
             return "SwanLab: disabled"
         if self.run.mode == "online":
             return f"SwanLab: {self.run.url}"
         if self.run.mode == "offline":
             saved = f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
-            if not dashboard_installed():
+            if not util.find_spec("swanboard"):
                 return f"Dashboard: for the next runs, install it: {DASHBOARD_FIX}. {saved}"
             return saved
         cli = ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
@@ -910,9 +837,6 @@ class RunLog:
         name = getattr(self.run, "name", None) or "the experiment"
         then = f"open the address it prints and click {name} for its charts"
         return f"{line}\n  {first if in_notebook() else 'then'} {then}"
-
-    def __enter__(self) -> "RunLog":
-        return self
 
     def __exit__(self, kind, error, traceback) -> bool:
         """However the run ends: metrics.csv written, SwanLab closed. A video that could not be
@@ -935,7 +859,7 @@ class RunLog:
             reason = f"{kind.__name__}: {error}" if state == "crashed" else None
             with contextlib.suppress(Exception):
                 self.run and self.run.finish(state=state, error=reason)
-            restore_swanlab_greetings(self.swanlab_greetings)
+            self.on_exit.close()
         return handled
 
 
@@ -954,25 +878,16 @@ def progress_bar(episodes: int, live: bool) -> tqdm:
     return tqdm(total=episodes, bar_format=look, disable=not live, dynamic_ncols=True)
 
 
-# INTERNALS, checked on swanlab 0.10.3 (see SUPPORTED): its greeting module, which prints where
-# the dashboard is when a run starts and again when it ends, in lines that wrap mid-path. The
-# closing lines say it once (RunLog.where). Its warnings and errors still print. Without that
-# module (another version), its greetings stay.
-def quiet_swanlab_greetings() -> tuple | None:
-    """Silence SwanLab's greetings for this run; what restore_swanlab_greetings needs."""
-    try:
+# INTERNALS (swanlab 0.10.3, see SUPPORTED): its greeting module prints where the dashboard is as
+# a run starts and ends, in lines that wrap mid-path; RunLog.where says it once. Its warnings and
+# errors still print; without that module (another version), its greetings stay.
+def quiet_swanlab_greetings(on_exit: contextlib.ExitStack) -> None:
+    """Silence SwanLab's greetings until `on_exit` closes: a notebook's own runs greet again."""
+    with contextlib.suppress(ImportError, AttributeError):
         from swanlab.sdk.internal.run import greeting
 
-        saved = (greeting, greeting.welcome, greeting.goodbye)
-    except (ImportError, AttributeError):
-        return None
-    greeting.welcome = greeting.goodbye = lambda *args, **kwargs: None
-    return saved
-
-
-def restore_swanlab_greetings(saved: tuple | None) -> None:
-    if saved is not None:  # a notebook's own SwanLab runs greet again
-        greeting, greeting.welcome, greeting.goodbye = saved
+        silent = dict.fromkeys(["welcome", "goodbye"], lambda *args, **kwargs: None)
+        on_exit.enter_context(mock.patch.multiple(greeting, **silent))
 
 
 LEFT, RIGHT = (0, 114, 178), (230, 159, 0)  # blue and orange: told apart in colour blindness too
@@ -1035,15 +950,10 @@ def in_notebook() -> bool:
     return getattr(get_ipython(), "kernel", None) is not None  # not a plain IPython shell
 
 
-def this_file() -> str | None:
-    """This script's path; None when its code was pasted into a notebook's cell."""
-    return globals().get("__file__")
-
-
 def command_line_flags() -> list[str]:
     """The flags after the script's name. A kernel's own sys.argv is `-f kernel.json`: there,
     only `%run dqn_cartpole.py --flags` sets flags, and sys.argv names this file."""
-    here = this_file()
+    here = globals().get("__file__")  # None when this code was pasted into a notebook's cell
     ran = here is not None and Path(sys.argv[0]).resolve() == Path(here).resolve()
     return sys.argv[1:] if ran or not in_notebook() else []
 
@@ -1064,8 +974,7 @@ def python_command() -> str:
 
 
 def stop_name(signum: int) -> str:
-    """The stop in the learner's words: Ctrl-C in a terminal, the stop button in a notebook
-    (both send SIGINT), or the signal's name (SIGTERM)."""
+    """The stop in the learner's words: Ctrl-C, a notebook's stop button (both SIGINT), SIGTERM."""
     if signum == signal.SIGINT:
         return "the stop button" if in_notebook() else "Ctrl-C"
     return signal.Signals(signum).name
@@ -1076,7 +985,7 @@ def stop_line(signum: int, log: RunLog) -> str:
     videos, with the script named as the user named it (dqn_cartpole.py, or a path to it)."""
     line = f"Stopped by {stop_name(signum)}."
     if log.best_model is not None:
-        here = this_file() or "dqn_cartpole.py"  # pasted into a cell: the tutorial's file name
+        here = globals().get("__file__") or "dqn_cartpole.py"  # in a cell: the tutorial's name
         script = sys.argv[0] if Path(sys.argv[0]).name == Path(here).name else here
         play = [python_command(), script, "--play", str(log.best_model)]
         line += f" To record the videos: {shell_command(play)}"
@@ -1092,10 +1001,9 @@ VIDEO_PREFIX = "rl-video"
 
 
 class StreamingRecordVideo(RecordVideo):
-    """RecordVideo that hands each frame to ffmpeg as it is drawn. RecordVideo keeps a whole
-    episode in memory (1500 frames: 1 GB) and encodes it at the end; here memory stays flat and
-    ffmpeg encodes on the other core while pygame draws. Each mp4 is written under a temporary
-    name and kept only once its episode has ended; the first also becomes the dashboard's GIF."""
+    """RecordVideo that hands each frame to ffmpeg as it is drawn, not a whole episode at the end
+    (1500 frames: 1 GB): memory stays flat, ffmpeg encodes on the other core while pygame draws.
+    An mp4 gets its own name once its episode ends; the first also makes the dashboard's GIF."""
 
     GIF_STEP, GIF_SECONDS, GIF_SIZE = 3, 10, (240, 160)  # 50 fps / 3: 16.7 fps, 2/5 the size
 
@@ -1118,10 +1026,8 @@ class StreamingRecordVideo(RecordVideo):
 
     def start_recording(self, video_name: str) -> None:
         super().start_recording(video_name)  # a video cut short never replaces a whole one:
-        self.tmp, self.path = (
-            self.folder / f".{video_name}.tmp.mp4",
-            self.folder / f"{video_name}.mp4",
-        )
+        self.tmp = self.folder / f".{video_name}.tmp.mp4"
+        self.path = self.folder / f"{video_name}.mp4"
 
     def _capture_frame(self) -> None:
         stop_at_once_if_requested()
@@ -1188,8 +1094,7 @@ class StreamingRecordVideo(RecordVideo):
 
 
 def show_first_video(folder: Path) -> None:
-    """In a notebook: the first test episode plays in the cell's output. Embedded, not linked,
-    so that it plays where the notebook's server does not serve files (Colab)."""
+    """The first test video, in the notebook's cell: embedded, as Colab's server serves no files."""
     from IPython.display import Video, display
 
     if (video := folder / f"{VIDEO_PREFIX}-episode-0.mp4").is_file():
@@ -1283,8 +1188,7 @@ def on_stop_signal(signum: int, frame) -> None:
 @contextlib.contextmanager
 def stop_signals_handled():
     """on_stop_signal for each stop signal while main() runs, then the handlers as they were.
-    A signal ignored when the script starts stays ignored: `nohup` starts it with SIGHUP
-    ignored, and a shell starts a background job with SIGINT ignored."""
+    One ignored at the start stays so: `nohup` ignores SIGHUP, a shell's background job SIGINT."""
     global stop_signal
     stop_signal = None
     handled = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
@@ -1307,9 +1211,8 @@ class Faster:
         None where the weights are not in the CPU's memory (a GPU)."""
         if q_net.fc[0].weight.device.type != "cpu":
             return None
-        # WHY NUMPY: acting is one state at a time, ~300,000 times a run. For that, PyTorch spends
-        # ~25-30 µs per call on bookkeeping around under 1 µs of arithmetic; NumPy does the same
-        # products in ~5 µs, and a default run takes ~7 s less.
+        # WHY NUMPY: acting is one state at a time, ~300,000 times a run: PyTorch spends ~25-30 µs
+        # a call on bookkeeping around <1 µs of arithmetic, NumPy ~5 µs (a default run: ~7 s less).
         # CORRECTNESS: .numpy() gives views of q_net's own memory, not copies. Adam and
         # load_state_dict update the weights in place, so the policy always acts on the latest ones.
         if not all(isinstance(layer, nn.Linear | nn.ReLU) for layer in q_net.fc):
@@ -1317,17 +1220,15 @@ class Faster:
         # [weight, bias] for a Linear layer, [] for a ReLU, which has no parameters
         layers = [[p.detach().numpy() for p in layer.parameters()] for layer in q_net.fc]
 
-        def greedy(state: np.ndarray) -> int:
-            x = state
+        def greedy(x: np.ndarray) -> int:  # x: the state, then each layer's output
             for weights in layers:
                 x = weights[0] @ x + weights[1] if weights else np.maximum(x, 0)
             return int(x.argmax())
 
         return greedy
 
-    # fused: one kernel for all six tensors instead of a few small operations per tensor, as
-    # torch.optim.Adam(fused=True) does. Before torch 2.4 (an Intel Mac's 2.2.2) there is no
-    # fused Adam on a CPU: there, the plain one, tensor by tensor.
+    # fused: one kernel for all six tensors, as torch.optim.Adam(fused=True). A CPU has none before
+    # torch 2.4 (an Intel Mac's 2.2.2): there, the plain one, a few operations tensor by tensor.
     FUSED = torch.__version__ >= (2, 4)
 
     @staticmethod
@@ -1339,11 +1240,8 @@ class Faster:
         group = optimizer.param_groups[0]
         params = list(group["params"])
         for p in params:  # the state Adam.step would create at its first call
-            optimizer.state[p] = {"step": torch.zeros((), device=p.device)}
-            optimizer.state[p] |= {
-                "exp_avg": torch.zeros_like(p),
-                "exp_avg_sq": torch.zeros_like(p),
-            }
+            moments = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+            optimizer.state[p] = {"step": torch.zeros((), device=p.device)} | moments
         states = [optimizer.state[p] for p in params]
 
         @torch.no_grad()
@@ -1439,10 +1337,8 @@ def main(argv: list[str] | None = None) -> int:
             # Linux shows windows through X or Wayland; with neither, SDL draws off-screen.
             screen = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
             if config.watch and sys.platform == "linux" and not screen:
-                why = "no screen to open a window on here (no DISPLAY: over SSH, say)"
-                raise InputError(
-                    f"--watch: {why}; without --watch the test episodes are still recorded"
-                )
+                why = "--watch: no screen to open a window on here (no DISPLAY: over SSH, say);"
+                raise InputError(f"{why} without --watch the test episodes are still recorded")
             if not config.play:
                 claim_folder(Path(config.output_dir), "--output-dir")
             if not config.no_video:

@@ -13,7 +13,11 @@ BAD_FLAGS = [
     (["--eval-every", "0"], "--eval-every", ">= 1"),
     (["--test-episodes", "-1"], "--test-episodes", ">= 0"),
     (["--batch-size", "2.5"], "--batch-size", "invalid int value"),
-    (["--batch-size", "128", "--replay-buffer-size", "100"], "--batch-size", "--replay-buffer-size"),
+    (
+        ["--batch-size", "128", "--replay-buffer-size", "100"],
+        "--batch-size",
+        "--replay-buffer-size",
+    ),
     (["--epsilon-start", "1.5"], "--epsilon-start", "[0, 1]"),
     (["--epsilon-end", "-0.1"], "--epsilon-end", "[0, 1]"),
     (["--epsilon-start", "0.2", "--epsilon-end", "0.5"], "--epsilon-end", "--epsilon-start"),
