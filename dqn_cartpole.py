@@ -34,7 +34,7 @@ class Config:
     epsilon_end: float = 0.01
     epsilon_decay: float = 0.98  # tutorial: 0.995
     # Beyond the tutorial: learning pauses once solved, and a best model must hold longer
-    solved_reward: float = 500.0  # tutorial: 0
+    solved_reward: float = 500.0  # tutorial: 0 (it never pauses)
     long_check_steps: int = 5000
     early_eval_reward: float = 100.0
     tutorial_settings: bool = False  # the four "tutorial:" values above, in one flag
@@ -95,7 +95,7 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, latest: bool = False) -> tuple[np.ndarray, ...]:
-        """A random batch, with replacement; with `latest`, the last batch_size, oldest first."""
+        """A random batch, with replacement (random.sample: without); or the latest, in order."""
         if latest:  # consecutive states, as they came: the correlation replay breaks
             idx = (self.next_index - batch_size + np.arange(batch_size)) % self.capacity
         else:
@@ -107,18 +107,18 @@ class ReplayBuffer:
 # ==== 五、DQNAgent: ε-greedy acting, replay memory, and the DQN update with a target network.
 class DQNAgent:
     def __init__(self, state_dim: int, action_dim: int, config: Config):
-        self.config, self.action_dim = config, action_dim
+        self.config, self.action_dim = config, action_dim  # the tutorial's self.gamma…: config.*
         self.device = torch.device(config.device)
-        self.rng = np.random.default_rng(config.seed)  # the tutorial's np.random, seeded
+        self.rng = np.random.default_rng(config.seed)  # for np.random and random.sample
         self.q_net = QNetwork(state_dim, action_dim).to(self.device)
         # The target network gives the TD target. It starts equal to q_net and then follows it
         # only every update_target_freq steps, so the target does not move with every update.
         self.target_net = QNetwork(state_dim, action_dim).to(self.device)
         self.target_net.load_state_dict(self.q_net.state_dict())
         self.optimizer = optim.Adam(self.q_net.parameters(), lr=config.learning_rate)
-        # SPEED, below the banner: Adam's update as one fused kernel, the greedy action in NumPy.
+        # SPEED, below the banner, the same results: step and zero_grad as one fused Adam kernel,
         Faster.adam_steps(self.optimizer)
-        self.numpy_greedy = Faster.greedy(self.q_net)  # None on a GPU
+        self.numpy_greedy = Faster.greedy(self.q_net)  # and q_net's argmax in NumPy (not on a GPU)
         self.replay_buffer = ReplayBuffer(config.replay_buffer_size, state_dim, self.rng)
         self.epsilon = config.epsilon_start
         self.step_count, self.learning = 0, True  # gradient steps taken; learning, or paused
@@ -137,24 +137,23 @@ class DQNAgent:
             return int(self.q_net(torch.as_tensor(state, device=self.device)).argmax())
 
     def store_experience(self, state, action, reward, next_state, terminated: bool) -> None:
-        # The tutorial's `done` is gymnasium's `terminated`, the pole fell. Here an episode also
-        # ends by truncation (the time limit), and that is not stored as an end: see td_target.
+        # The tutorial's `done` is `terminated`, the pole fell. Here an episode also ends at the
+        # time limit (truncated), which is not stored as an end: the state after it has a future.
         if self.learning:  # while learning pauses, the buffer stays as it was
             self.replay_buffer.append(state, action, reward, next_state, terminated)
 
     def td_target(self, rewards, next_states, terminated) -> torch.Tensor:
-        """r + γ·max_a' Q_target(s', a'): the reward now plus the discounted best value after."""
+        """r + γ·(1 − terminated)·max_a' Q_target(s', a'): after a fall, no future."""
         net = self.q_net if self.config.no_target_net else self.target_net  # --no-target-net
         with torch.no_grad():
             next_q = net(next_states).max(dim=1).values
-        # CORRECTNESS: bootstrap after a truncation too; only a fallen pole has no future.
         return rewards + self.config.gamma * (1.0 - terminated) * next_q
 
     def train(self) -> tuple[float, float] | None:
-        """One gradient step: its loss and the batch's mean Q(s, a); None if paused or short."""
+        """A gradient step: its loss and mean Q(s, a); None while paused or before a full batch."""
         if not self.learning or self.replay_buffer.size < self.config.batch_size:
             return None
-        batch = self.replay_buffer.sample(self.config.batch_size, self.config.no_replay)
+        batch = self.replay_buffer.sample(self.config.batch_size, latest=self.config.no_replay)
         states, actions, rewards, next_states, terminated = (
             torch.as_tensor(column, device=self.device) for column in batch
         )
@@ -202,7 +201,7 @@ def train_episode(env: gym.Env, agent: DQNAgent) -> tuple[float, int, list[tuple
         total_reward += float(reward)
         steps += 1
         state = next_state
-        # The pole fell, or the time limit came (the tutorial's: 20,000 reward), or Ctrl-C.
+        # The pole fell (terminated), the time limit came (truncated), or Ctrl-C.
         if terminated or truncated or stop_requested():
             return total_reward, steps, updates
 
@@ -223,12 +222,12 @@ stop_signal: int | None = None  # set by Ctrl-C or SIGTERM (below the banner)
 
 
 def stop_requested() -> bool:
-    return stop_signal is not None  # the run then stops after its current step
+    return stop_signal is not None  # training then stops after its current step
 
 
 # ==== 六、The training loop: ε-greedy episodes, an evaluation every 10, the best kept on disk.
 def make_env(seed: int, **kwargs) -> gym.Env:
-    # CartPole-v1 keeps its standard 500-step limit here, so returns compare with published ones.
+    # CartPole's 500-step limit ends an episode (the tutorial's: 20,000 reward); envs seeded too.
     env = gym.make("CartPole-v1", **kwargs)
     env.reset(seed=seed)
     env.action_space.seed(seed)
@@ -236,9 +235,9 @@ def make_env(seed: int, **kwargs) -> gym.Env:
 
 
 def start_swanlab(config: Config, log: "RunLog", **tutorial_keys) -> None:
-    """The tutorial's swanlab.init: its project and experiment, its config keys and ours. `log`
-    calls it with a mode that needs no account (the cloud after `swanlab login`, else a dashboard
-    on this machine), and turns SwanLab failing, now or later, into one warning."""
+    """The tutorial's swanlab.init: its project and experiment, its config keys and ours. RunLog
+    (below the banner) calls init() in a mode that needs no account: the cloud after `swanlab
+    login`, else this machine. SwanLab failing, then or later, costs one warning."""
 
     def init(**mode_and_settings) -> None:
         swanlab.init(
@@ -253,21 +252,20 @@ def start_swanlab(config: Config, log: "RunLog", **tutorial_keys) -> None:
 
 
 def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog") -> bool:
-    """The training loop; True once it has saved a model. Episodes count from 1, so that the
-    evaluations fall on episodes 10, 20, …, 600 (the tutorial's on 0, 10, …, 590)."""
+    """The training loop; True once it has saved a model. Episodes count from 1: evaluations
+    fall on 10, 20, …, 600 (the tutorial's on 0, …, 590), and on promising episodes."""
     config = agent.config
     # Beyond the tutorial: 500 perfect steps may end with the cart drifting off at step 1000,
     # so a perfect evaluation counts only once longer episodes (in their own env) hold too.
     long_env = make_env(config.seed + 3, max_episode_steps=config.long_check_steps)
-    # The best evaluation, its long check and its gradient steps. Its network is kept on disk
-    # (output/best_model.pth), not in memory as the tutorial's best_net.
+    # (the tutorial's best_avg_reward, its long check, its gradient steps); on disk, not best_net
     best = (-math.inf, 0, -1)
     for episode in range(1, config.episode + 1):
         reward, length, updates = train_episode(env, agent)
         if stop_requested():
             break  # Ctrl-C: a cut-short episode is not a result; what came before it is kept
         charts = {"train/reward": reward, "train/episode_length": length}
-        charts["train/epsilon"] = agent.epsilon  # the ε this episode explored with
+        charts["train/epsilon"] = agent.epsilon  # the ε it explored with (the tutorial's: decayed)
         if updates:  # the means over the episode's gradient steps
             charts["train/loss"], charts["train/q_value"] = map(float, np.mean(updates, axis=0))
         swanlab.log(charts, step=episode)
@@ -276,15 +274,14 @@ def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog")
         # are worth trusting. ε stays above epsilon_end, so the agent keeps exploring a bit.
         agent.epsilon = max(config.epsilon_end, agent.epsilon * config.epsilon_decay)
 
-        # While learning, an episode that plays well (early_eval_reward until a perfect evaluation,
-        # then the solved reward) is evaluated at once: ten more episodes of updates can undo it.
+        # Beyond the tutorial: a high-scoring episode is evaluated at once, before updates undo it.
         good = config.solved_reward if best[0] >= config.solved_reward else config.early_eval_reward
         promising = agent.learning and config.solved_reward > 0 and reward >= good
         if episode % config.eval_every == 0 or episode == config.episode or promising:
             eval_avg_reward = agent.evaluate(eval_env, config.eval_episodes)
             held = 0  # how long the long check held; run only after a perfect evaluation
             if config.solved_reward > 0 and eval_avg_reward >= config.solved_reward:
-                # A paused network is the one whose check held when learning paused.
+                # Paused: the weights are the ones whose long check held; no need to run it again.
                 full = config.long_check_steps
                 held = agent.long_check(long_env, config.eval_episodes) if agent.learning else full
             # Of two networks that evaluate as well, the one that held longer is kept; a tie
@@ -295,6 +292,7 @@ def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog")
                 with log.new_best_model(eval_avg_reward, held) as file:
                     agent.save_model(file)
             agent.pause_if_solved(eval_avg_reward, held)
+            # eval/ charts at evaluations only (the tutorial logs best_avg_reward every episode)
             charts = {"eval/avg_reward": eval_avg_reward, "eval/best_avg_reward": best[0]}
             if held:  # our own check, not CartPole-v1's: the shortest of the long episodes
                 charts["eval/long_check_steps"] = held
@@ -304,14 +302,14 @@ def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog")
     return best[2] >= 0
 
 
-# ==== Test playback: the best saved model plays 1,500-step episodes (30 s), recorded to mp4.
+# ==== Test playback: the best model plays episodes of up to 1,500 steps (30 s), recorded to mp4.
 def test_playback(config: Config, policy, log: "RunLog") -> None:
     """`policy` plays from start states that training and evaluation never saw (seed + 2)."""
     env = make_env(
         config.seed + 2, render_mode="rgb_array", max_episode_steps=config.max_test_steps
     )
-    # gymnasium's RecordVideo: one mp4 per episode in video_dir (unless --no-video), each frame
-    # streamed to the encoder, not held (1,500 frames: 1 GB); with --watch, a window as well.
+    # gymnasium's RecordVideo (StreamingRecordVideo, below): an mp4 per episode in video_dir, each
+    # frame sent to the encoder, not kept (1,500 would take 1 GB); with --watch, a window too.
     with log.recorded(env) as env:  # closing it finishes the last video
         for episode in range(config.test_episodes):
             total_reward, _ = greedy_episode(env, policy)
@@ -320,9 +318,11 @@ def test_playback(config: Config, policy, log: "RunLog") -> None:
 
 
 def train_and_test(config: Config, log: "RunLog") -> None:
-    """The tutorial's 六、完整代码 from start to end: train, keep the best model, watch it play."""
+    """The tutorial's 六、完整代码 from start to end: train, keep the best model, watch it play.
+    `log`, a RunLog (below the banner), writes metrics.csv and best_model.json, the console, the
+    progress bar and the videos."""
     env = make_env(config.seed)
-    eval_env = make_env(config.seed + 1)  # its own: evaluating must not disturb training
+    eval_env = make_env(config.seed + 1)  # its own, kept: evaluating must not disturb training
     state_dim, action_dim = env.observation_space.shape[0], env.action_space.n
     tutorial_keys = dict(state_dim=state_dim, action_dim=action_dim, epsilon=config.epsilon_start)
     start_swanlab(config, log, **tutorial_keys)

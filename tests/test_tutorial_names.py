@@ -39,7 +39,7 @@ def test_the_lesson_makes_the_tutorials_calls_itself():
 def test_each_changed_default_names_the_tutorials_value_beside_it():
     source = inspect.getsource(dqn.Config)
     for name, value in dqn.TUTORIAL_SETTINGS.items():
-        assert re.search(rf"^    {name}: .*# tutorial: {value:g}$", source, flags=re.M), name
+        assert re.search(rf"^    {name}: .*# tutorial: {value:g}\b", source, flags=re.M), name
 
 
 def test_the_greedy_action_is_the_same_with_or_without_numpy():
