@@ -332,8 +332,8 @@ def train_and_test(config: Config, log: "RunLog") -> None:
     torch.manual_seed(config.seed)
     agent = DQNAgent(state_dim, action_dim, config)
     if train_agent(agent, env, eval_env, log) and not stop_requested():
-        # What plays is what was kept: the best model, read back from its file.
-        agent.q_net.load_state_dict(torch.load(log.best_model, weights_only=True))
+        # What plays is what was kept: the best model, read back from its file (load_model, below).
+        agent.q_net.load_state_dict(load_model(log.best_model, state_dim, action_dim).state_dict())
         test_playback(config, agent.greedy_action, log)
 
 
