@@ -381,7 +381,7 @@ from tqdm import tqdm
 #   mode, url, dir, finish(state=, error=) and log, which swanlab.log calls (guarded_log); the
 #   SIGINT handler swanlab.init sets. 0.10.3 only: sdk.internal.run.greeting (quiet_greetings).
 # - torch 2.2.2, 2.13.0, 2.15.0: torch.optim.adam.adam, fused on a CPU from 2.4, and Adam's state
-#   keys (Faster.adam_steps); 2.13.0 only: torch._disable_dynamo's __dynamo_disable cache.
+#   keys (Faster.adam_steps); 2.13-2.14: torch._disable_dynamo's __dynamo_disable cache.
 SUPPORTED = {
     "torch": ("2.2.2", "2.16"),
     "gymnasium": ("1.0.0", "1.5"),
@@ -1263,7 +1263,7 @@ class Faster:
     def skip_compiler_import() -> None:
         """torch.optim.Adam(...) imports PyTorch's compiler (~0.9 s) to mark add_param_group as
         never compiled; nothing here compiles, so it is marked uncompiled as it is."""
-        # INTERNALS (torch 2.13-2.15, see SUPPORTED): torch._disable_dynamo caches its wrapper
+        # INTERNALS (torch 2.13-2.14, see SUPPORTED): torch._disable_dynamo caches its wrapper
         # as the function's __dynamo_disable. Where torch does otherwise, the import happens.
         method = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
         if method is not None and not hasattr(method, "__dynamo_disable"):
