@@ -22,40 +22,40 @@ import torch.optim as optim
 
 @dataclass
 class Config:
-    """The settings, each a flag and a SwanLab config key; "tutorial:" marks a changed default."""
+    """The settings: each is a flag, whose --help is its comment, and a SwanLab config key."""
 
-    # DQN (五)
-    learning_rate: float = 3e-3  # tutorial: 0.001
-    batch_size: int = 128  # tutorial: 64
-    gamma: float = 0.99
-    replay_buffer_size: int = 10_000
-    update_target_freq: int = 100
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.01
-    epsilon_decay: float = 0.98  # tutorial: 0.995
+    # DQN (五). Where ours differs from the tutorial's value, that value is given (tutorial: …).
+    learning_rate: float = 3e-3  # Adam's step size (tutorial: 0.001)
+    batch_size: int = 128  # transitions per gradient step (tutorial: 64)
+    gamma: float = 0.99  # discount factor
+    replay_buffer_size: int = 10_000  # replay buffer capacity; the oldest go first
+    update_target_freq: int = 100  # copy q_net to target_net every N gradient steps
+    epsilon_start: float = 1.0  # exploration rate ε at the first episode
+    epsilon_end: float = 0.01  # lowest ε
+    epsilon_decay: float = 0.98  # ε × this after each episode (tutorial: 0.995)
     # Beyond the tutorial: learning pauses once solved, and a best model must hold longer
-    solved_reward: float = 500.0  # tutorial: 0 (it never pauses)
-    long_check_steps: int = 5000
-    early_eval_reward: float = 100.0
+    solved_reward: float = 500.0  # learning pauses while evaluations average this (tutorial: 0)
+    long_check_steps: int = 5000  # a perfect evaluation counts once eval-episodes this long hold
+    early_eval_reward: float = 100.0  # until a perfect evaluation, evaluate any episode this good
     tutorial_settings: bool = False  # the four "tutorial:" values above, in one flag
-    no_replay: bool = False  # DQN without experience replay (一), to see what it does
-    no_target_net: bool = False  # DQN without its target network (一)
+    no_replay: bool = False  # without experience replay (一): each update takes the latest batch
+    no_target_net: bool = False  # without a target network (一): q_net gives its own TD target
     # The training loop (六)
-    episode: int = 600
-    eval_every: int = 10
-    eval_episodes: int = 5
-    seed: int = 42
-    device: str = "cpu"
-    test_episodes: int = 3
-    max_test_steps: int = 1500
-    no_video: bool = False
-    watch: bool = False
-    play: str = ""  # a saved model: replay it instead of training
-    output_dir: str = "output"
-    video_dir: str = "dqn_videos"
+    episode: int = 600  # number of training episodes
+    eval_every: int = 10  # evaluate the greedy policy every N episodes
+    eval_episodes: int = 5  # greedy episodes per evaluation
+    seed: int = 42  # random seed for Python, NumPy, PyTorch and the environments
+    device: str = "cpu"  # torch device
+    test_episodes: int = 3  # episodes the best model plays after training
+    max_test_steps: int = 1500  # step limit of a test episode (training: 500)
+    no_video: bool = False  # play the test episodes without recording videos
+    watch: bool = False  # show the test episodes in a window as well, at 50 frames/s
+    play: str = ""  # skip training: replay this saved model (a .pth file, or its folder)
+    output_dir: str = "output"  # where best_model.pth, best_model.json, metrics.csv go
+    video_dir: str = "dqn_videos"  # where the test videos (mp4) go
     swanlab_mode: str = "auto"  # auto: the cloud after `swanlab login`, else this machine
-    project: str = "RL-All-In-One"
-    experiment_name: str = "DQN-CartPole-v1"
+    project: str = "RL-All-In-One"  # SwanLab project
+    experiment_name: str = "DQN-CartPole-v1"  # SwanLab experiment name
 
 
 # ==== 四、QNetwork: a state goes in, one Q-value per action comes out.
@@ -347,6 +347,7 @@ import csv
 import functools
 import io
 import json
+import linecache
 import os
 import platform
 import re
@@ -435,39 +436,26 @@ def allows(valid: str, value: float) -> bool:
     return math.isfinite(value) and (value >= low if closed else value > low) and value <= high
 
 
-# Each setting's --help line and the values it accepts ("> 0", "[0, 1]"), beside the Config above.
-SWANLAB_MODES = ["auto", "cloud", "local", "offline", "disabled"]
-HELP = {
-    "learning_rate": ("Adam's step size", "> 0"),
-    "batch_size": ("transitions per gradient step", ">= 1"),
-    "gamma": ("discount factor", "[0, 1]"),
-    "replay_buffer_size": ("replay buffer capacity; the oldest go first", ">= 1"),
-    "update_target_freq": ("copy q_net to target_net every N gradient steps", ">= 1"),
-    "epsilon_start": ("exploration rate ε at the first episode", "[0, 1]"),
-    "epsilon_end": ("lowest ε", "[0, 1]"),
-    "epsilon_decay": ("ε × this after each episode", "(0, 1]"),
-    "solved_reward": ("learning pauses while evaluations average this (0: never)", ">= 0"),
-    "long_check_steps": ("a perfect evaluation counts once eval-episodes this long hold", ">= 1"),
-    "early_eval_reward": ("until a perfect evaluation, evaluate any episode scoring this", ">= 0"),
-    "tutorial_settings": ("the tutorial's learning rate, batch, ε decay, no pause", None),
-    "no_replay": ("without experience replay: each update takes the latest batch, in order", None),
-    "no_target_net": ("without a target network: q_net gives its own TD target", None),
-    "episode": ("number of training episodes", ">= 1"),
-    "eval_every": ("evaluate the greedy policy every N episodes", ">= 1"),
-    "eval_episodes": ("greedy episodes per evaluation", ">= 1"),
-    "seed": ("random seed for Python, NumPy, PyTorch and the environments", ">= 0"),
-    "device": ("torch device", ["cpu", "cuda"]),
-    "test_episodes": ("episodes the best model plays after training", ">= 0"),
-    "max_test_steps": ("step limit of a test episode (training: 500)", ">= 1"),
-    "no_video": ("play the test episodes without recording videos", None),
-    "watch": ("show the test episodes in a window as well, at 50 frames/s", None),
-    "play": ("skip training: replay this saved model (a .pth file, or its folder)", None),
-    "output_dir": ("where best_model.pth, best_model.json, metrics.csv go", None),
-    "video_dir": ("where the test videos (mp4) go", None),
-    "swanlab_mode": ("auto: the cloud after `swanlab login`, else local", SWANLAB_MODES),
-    "project": ("SwanLab project", None),
-    "experiment_name": ("SwanLab experiment name", None),
+# The values each setting accepts, checked before any work starts (argparse checks the types).
+VALID = {"> 0": ["learning_rate"], "[0, 1]": ["gamma", "epsilon_start", "epsilon_end"]}
+VALID |= {"(0, 1]": ["epsilon_decay"], ">= 0": ["solved_reward", "early_eval_reward", "seed"]}
+VALID[">= 0"] += ["test_episodes"]
+VALID[">= 1"] = ["batch_size", "replay_buffer_size", "update_target_freq", "long_check_steps"]
+VALID[">= 1"] += ["episode", "eval_every", "eval_episodes", "max_test_steps"]
+CHOICES = {
+    "device": ["cpu", "cuda"],
+    "swanlab_mode": ["auto", "cloud", "local", "offline", "disabled"],
 }
+
+
+def setting_help() -> dict[str, str]:
+    """Each setting's --help: its comment in Config, read from this file (or a notebook's cell,
+    which IPython keeps in linecache); none where the source cannot be read."""
+    source = "".join(linecache.getlines(QNetwork.forward.__code__.co_filename))
+    config = source[source.find("class Config:") :].split("\n\n\n")[0]
+    return dict(re.findall(r"^    (\w+): \w+ = .+?  # (.+)$", config, flags=re.M))
+
+
 # The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
 TUTORIAL_SETTINGS = dict(learning_rate=1e-3, batch_size=64, epsilon_decay=0.995, solved_reward=0.0)
 # The flags' earlier spellings, still understood (they were renamed to the tutorial's names).
@@ -484,18 +472,16 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     # A bad flag gets one line that names it, not argparse's usage block above that line.
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
-    flags = {f.name: "--" + f.name.replace("_", "-") for f in fields(Config)}
+    flags, helps = {f.name: "--" + f.name.replace("_", "-") for f in fields(Config)}, setting_help()
     for f in fields(Config):
-        text, valid = HELP[f.name]
-        if f.name in TUTORIAL_SETTINGS:
-            text += f" (tutorial: {TUTORIAL_SETTINGS[f.name]:g})"
         names = [flags[f.name]] + ([OLD_FLAGS[f.name]] if f.name in OLD_FLAGS else [])
         options = dict(action="store_true")
         if f.type is not bool:  # argparse converts the text, and says so if it cannot
-            choices = valid if isinstance(valid, list) else None
             metavar = "MODEL" if f.name == "play" else None
-            options = dict(type=f.type, default=f.default, choices=choices, metavar=metavar)
-        parser.add_argument(*names, dest=f.name, help=text, **options)
+            options = dict(
+                type=f.type, default=f.default, choices=CHOICES.get(f.name), metavar=metavar
+            )
+        parser.add_argument(*names, dest=f.name, help=helps.get(f.name, ""), **options)
     config = Config(**vars(parser.parse_args(argv)))
     if config.tutorial_settings:  # its values become the defaults, so that a flag still wins
         parser.set_defaults(**TUTORIAL_SETTINGS)
@@ -503,12 +489,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     for switch in ("tutorial_settings", "no_replay", "no_target_net", "play"):  # a run of its own
         if getattr(config, switch):
             config.experiment_name += "-" + switch.replace("_", "-")
-    for f in fields(Config):  # inf and nan too: --learning-rate inf trains to NaN
-        value, valid = getattr(config, f.name), HELP[f.name][1]
-        if isinstance(valid, str) and not allows(valid, value):
+    for name, valid in [(name, valid) for valid, names in VALID.items() for name in names]:
+        value = getattr(config, name)  # inf and nan too: --learning-rate inf trains to NaN
+        if not allows(valid, value):
             allowed = valid if valid[0] == ">" else f"in {valid}"
             finite = "a finite number " if math.isinf(value) else ""
-            parser.error(f"argument {flags[f.name]}: must be {finite}{allowed}, got {value}")
+            parser.error(f"argument {flags[name]}: must be {finite}{allowed}, got {value}")
     values = asdict(config)
     for low, high in [("batch_size", "replay_buffer_size"), ("epsilon_end", "epsilon_start")]:
         if values[low] > values[high]:

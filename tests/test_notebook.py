@@ -22,9 +22,9 @@ def pasted_file() -> str:
     """The whole script as pasted into a cell, its defaults shortened so that the test is quick."""
     text = SCRIPT.read_text()
     for old, new in [
-        ("    episode: int = 600\n", "    episode: int = 3\n"),
-        ("    test_episodes: int = 3\n", "    test_episodes: int = 1\n"),
-        ("    max_test_steps: int = 1500\n", "    max_test_steps: int = 50\n"),
+        ("    episode: int = 600  #", "    episode: int = 3  #"),
+        ("    test_episodes: int = 3  #", "    test_episodes: int = 1  #"),
+        ("    max_test_steps: int = 1500  #", "    max_test_steps: int = 50  #"),
     ]:
         assert old in text, old
         text = text.replace(old, new)
@@ -78,6 +78,7 @@ def cells() -> dict[str, str]:
         "stop": stop_cell("dqn_cartpole.main", "stopped"),
         "stop pasted": stop_cell("pasted_main", "stopped-pasted"),
         "bad flag": "print('returned', dqn_cartpole.main(['--episodes', '0']))",
+        "pasted help": "print('returned', pasted_main(['--help']))",
     }
 
 
@@ -187,3 +188,10 @@ def test_a_bad_flag_in_a_notebook_is_one_line_and_a_returned_code_not_system_exi
     out = outputs["bad flag"]
     assert not errors(out), text(out)
     assert "argument --episode: must be >= 1" in text(out) and "returned 2" in text(out)
+
+
+def test_the_pasted_files_help_reads_each_settings_comment_from_the_cell(notebook):
+    _, outputs = notebook
+    said = " ".join(text(outputs["pasted help"]).split())
+    assert "Adam's step size (tutorial: 0.001) (default: 0.003)" in said, said
+    assert "returned 0" in said

@@ -2,6 +2,8 @@
 
 import inspect
 import re
+import subprocess
+import sys
 
 import numpy as np
 import torch
@@ -39,12 +41,26 @@ def test_the_lesson_makes_the_tutorials_calls_itself():
 def test_each_changed_default_names_the_tutorials_value_beside_it():
     source = inspect.getsource(dqn.Config)
     for name, value in dqn.TUTORIAL_SETTINGS.items():
-        assert re.search(rf"^    {name}: .*# tutorial: {value:g}\b", source, flags=re.M), name
+        assert re.search(rf"^    {name}: .*  # .*\(tutorial: {value:g}\)", source, flags=re.M), name
+
+
+def test_each_settings_comment_in_config_is_its_help_line():
+    helps = dqn.setting_help()
+    assert sorted(helps) == sorted(f.name for f in dqn.fields(dqn.Config))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "dqn_cartpole.py"), "--help"], capture_output=True, text=True
+    )
+    one_line = " ".join(result.stdout.split())
+    assert "Adam's step size (tutorial: 0.001) (default: 0.003)" in one_line
+    assert all(" ".join(text.split()) in one_line for text in helps.values())
 
 
 def test_the_greedy_action_is_the_same_with_or_without_numpy():
     agent = dqn.DQNAgent(4, 2, dqn.Config())
     states = np.random.default_rng(5).normal(size=(300, 4)).astype(np.float32)
+    with torch.no_grad():  # shift Q(s, 1) so that each action is best for half of the states
+        gaps = (agent.q_net(torch.as_tensor(states)) @ torch.tensor([-1.0, 1.0])).sort().values
+        agent.q_net.fc[-1].bias[1] -= gaps[149:151].mean()
     fast = [agent.greedy_action(s) for s in states]
     agent.numpy_greedy = None  # the tutorial's own line: q_net(state).argmax()
     assert [agent.greedy_action(s) for s in states] == fast
