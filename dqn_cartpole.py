@@ -115,9 +115,9 @@ class DQNAgent:
         # only every update_target_freq steps, so the target does not move with every update.
         self.target_net = QNetwork(state_dim, action_dim).to(self.device)
         self.target_net.load_state_dict(self.q_net.state_dict())
-        self.optimizer = optim.Adam(self.q_net.parameters(), lr=config.learning_rate)
-        # SPEED, below the banner, the same results: step and zero_grad as one fused Adam kernel,
-        Faster.adam_steps(self.optimizer)
+        params = self.q_net.parameters()  # fused: Adam in one kernel (PyTorch 2.4+ on a CPU)
+        self.optimizer = optim.Adam(params, lr=config.learning_rate, fused=Faster.FUSED)
+        Faster.adam_steps(self.optimizer)  # SPEED, below: the same steps without PyTorch's checks
         self.numpy_greedy = Faster.greedy(self.q_net)  # and q_net's argmax in NumPy (not on a GPU)
         self.replay_buffer = ReplayBuffer(config.replay_buffer_size, state_dim, self.rng)
         self.epsilon = config.epsilon_start
@@ -359,6 +359,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import fields
@@ -449,9 +450,10 @@ CHOICES = {
 
 
 def setting_help() -> dict[str, str]:
-    """Each setting's --help: its comment in Config, read from this file (or a notebook's cell,
-    which IPython keeps in linecache); none where the source cannot be read."""
-    source = "".join(linecache.getlines(QNetwork.forward.__code__.co_filename))
+    """Each setting's --help: its comment in Config, read from this file as it is now (or from a
+    notebook's cell, which IPython keeps in linecache); none where the source cannot be read."""
+    linecache.checkcache(filename := QNetwork.forward.__code__.co_filename)
+    source = "".join(linecache.getlines(filename))
     config = source[source.find("class Config:") :].split("\n\n\n")[0]
     return dict(re.findall(r"^    (\w+): \w+ = .+?  # (.+)$", config, flags=re.M))
 
@@ -481,7 +483,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
             options = dict(
                 type=f.type, default=f.default, choices=CHOICES.get(f.name), metavar=metavar
             )
-        parser.add_argument(*names, dest=f.name, help=helps.get(f.name, ""), **options)
+        text = helps.get(f.name) or f.name.replace("_", " ")  # argparse reads % as a format
+        parser.add_argument(*names, dest=f.name, help=text.replace("%", "%%"), **options)
     config = Config(**vars(parser.parse_args(argv)))
     if config.tutorial_settings:  # its values become the defaults, so that a flag still wins
         parser.set_defaults(**TUTORIAL_SETTINGS)
@@ -609,7 +612,7 @@ def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
             warnings.simplefilter("ignore")
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        if re.search(r"GLOBAL|Unsupported (class|global)", str(error)):  # as torch names them
+        if re.search(r"GLOBAL \w+(\.\w+)+ |Unsupported class", str(error)):  # a whole name
             refused = "refused: the file asks to run code, not just load weights"
             raise InputError(f"{path}: {refused}") from None
         raise InputError(f"{path}: not a PyTorch model file, or a damaged copy of one") from None
@@ -708,11 +711,13 @@ class RunLog(contextlib.AbstractContextManager):
                 reason = error.errors()[0]["msg"]
             warn(f"SwanLab could not start ({reason}); no dashboard, metrics.csv has every value.")
             # The lesson's swanlab.log calls then do nothing. A disabled run writes no file, yet
-            # SwanLab checks its folder: one that can be (swanlog itself may be what failed).
-            nowhere = {"SWANLAB_LOG_DIR": tempfile.gettempdir()}
-            with contextlib.suppress(Exception), mock.patch.dict(os.environ, nowhere):
+            # SwanLab checks its folder and its variables, which may be what failed: neither here.
+            mine = {k: v for k, v in os.environ.items() if not k.startswith("SWANLAB_")}
+            mine["SWANLAB_LOG_DIR"] = tempfile.gettempdir()
+            with mock.patch.dict(os.environ, mine, clear=True):
                 self.run = swanlab.init(mode="disabled", reinit=True)
         finally:  # None: a handler set outside Python, which signal.signal cannot put back
+            self.bar_started = time.perf_counter()  # time.time() steps by 15.6 ms on Windows
             if handler is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, handler)
 
@@ -745,7 +750,6 @@ class RunLog(contextlib.AbstractContextManager):
         """A training episode's numbers: its row of metrics.csv, and the progress bar."""
         if self.bar is None:  # a live bar in a terminal or a notebook; else evaluation lines only
             self.bar = progress_bar(self.config.episode, sys.stdout.isatty() or in_notebook())
-            self.bar_started = time.perf_counter()  # time.time() steps by 15.6 ms on Windows
         self.env_steps += charts["train/episode_length"]
         wall_time_s = round(time.time() - self.started, 3)
         row = dict.fromkeys(COLUMNS) | {"episode": episode, "env_steps": self.env_steps}
@@ -760,8 +764,8 @@ class RunLog(contextlib.AbstractContextManager):
         whole, then best_model.json beside it: when, how well, every setting."""
         weights = io.BytesIO()  # a full disk then fails in Python's write, with a clear reason
         yield weights
-        self.best_model = self.output / "best_model.pth"
-        save_atomically(self.best_model, lambda f: f.write(weights.getvalue()))
+        save_atomically(self.output / "best_model.pth", lambda f: f.write(weights.getvalue()))
+        self.best_model = self.output / "best_model.pth"  # once it is there
         row, self.best_avg_reward = self.rows[-1], eval_avg_reward
         self.best_episode = row["episode"]
         info = {"episode": row["episode"], "eval_avg_reward": eval_avg_reward}
@@ -1193,16 +1197,15 @@ class Faster:
 
     @staticmethod
     def greedy(q_net: QNetwork) -> Callable[[np.ndarray], int] | None:
-        """q_net(state).argmax() for one state, computed with NumPy on q_net's own weights;
-        None where the weights are not in the CPU's memory (a GPU)."""
-        if q_net.fc[0].weight.device.type != "cpu":
-            return None
+        """q_net(state).argmax() for one state, computed with NumPy on q_net's own weights; None
+        where it cannot be: the weights on a GPU, or a layer other than Linear and ReLU."""
         # WHY NUMPY: acting is one state at a time, ~300,000 times a run: PyTorch spends ~25-30 µs
         # a call on bookkeeping around <1 µs of arithmetic, NumPy ~5 µs (a default run: ~7 s less).
         # CORRECTNESS: .numpy() gives views of q_net's own memory, not copies. Adam and
         # load_state_dict update the weights in place, so the policy always acts on the latest ones.
-        if not all(isinstance(layer, nn.Linear | nn.ReLU) for layer in q_net.fc):
-            raise TypeError(f"Faster.greedy knows Linear and ReLU layers, not {q_net.fc}")
+        on_cpu = q_net.fc[0].weight.device.type == "cpu"
+        if not on_cpu or not all(isinstance(layer, nn.Linear | nn.ReLU) for layer in q_net.fc):
+            return None
         # [weight, bias] for a Linear layer, [] for a ReLU, which has no parameters
         layers = [[p.detach().numpy() for p in layer.parameters()] for layer in q_net.fc]
 
@@ -1213,47 +1216,63 @@ class Faster:
 
         return greedy
 
-    # fused: one kernel for all six tensors, as torch.optim.Adam(fused=True). A CPU has none before
-    # torch 2.4 (an Intel Mac's 2.2.2): there, the plain one, a few operations tensor by tensor.
+    # A CPU has no fused Adam before torch 2.4 (an Intel Mac's 2.2.2): there, the plain one.
     FUSED = torch.__version__ >= (2, 4)
 
     @staticmethod
     def adam_steps(optimizer: optim.Adam) -> None:
-        """The optimizer's step and zero_grad, replaced by the function behind them: the same
-        Adam update, from the optimizer's own settings and state (tested against Adam's own)."""
+        """The optimizer's step and zero_grad without the checks around them: the function behind
+        Adam.step, on the optimizer's own settings and state, read at each step (tested: the same
+        weights, bit for bit). An Adam it would compute otherwise is left as it is."""
         # WHY: each Adam.step passes through profiler, hook and compiler checks (~20 µs, a sixth
         # of a gradient step); the functional Adam does the same update without them.
-        group = optimizer.param_groups[0]
-        params = list(group["params"])
-        for p in params:  # the state Adam.step would create at its first call
+        (group, *others), unlike = (
+            optimizer.param_groups,
+            ("amsgrad", "capturable", "differentiable"),
+        )
+        if others or any(group.get(k) for k in (*unlike, "decoupled_weight_decay")):
+            return
+        for p in group["params"]:  # the state Adam.step would create at its first call
             moments = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
-            optimizer.state[p] = {"step": torch.zeros((), device=p.device)} | moments
-        states = [optimizer.state[p] for p in params]
+            step_count = torch.zeros((), dtype=torch.float32, device=p.device)
+            optimizer.state[p] = {"step": step_count} | moments
 
         @torch.no_grad()
-        def step() -> None:
+        def step(self: optim.Adam, closure: Callable | None = None):
+            loss = None if closure is None else torch.enable_grad()(closure)()
+            group = self.param_groups[0]  # anew: a scheduler or load_state_dict may change it
+            params, states = group["params"], [self.state[p] for p in group["params"]]
             (beta1, beta2), settings = group["betas"], ("lr", "eps", "weight_decay", "maximize")
-            options = dict(fused=Faster.FUSED, beta1=beta1, beta2=beta2, amsgrad=False)
+            options = dict(fused=group["fused"], beta1=beta1, beta2=beta2, amsgrad=False)
             options |= {k: group[k] for k in settings}
             moments = [[state[k] for state in states] for k in ("exp_avg", "exp_avg_sq")]
             steps = [state["step"] for state in states]
             adam_update(params, [p.grad for p in params], *moments, [], steps, **options)
+            return loss
 
-        def zero_grad() -> None:
-            for p in params:
+        def zero_grad(self: optim.Adam, set_to_none: bool = True) -> None:
+            for p in self.param_groups[0]["params"]:
                 p.grad = None
 
-        optimizer.step, optimizer.zero_grad = step, zero_grad
+        optimizer.step = types.MethodType(step, optimizer)  # methods, as LR schedulers expect
+        optimizer.zero_grad = types.MethodType(zero_grad, optimizer)
 
     @staticmethod
-    def skip_compiler_import() -> None:
-        """torch.optim.Adam(...) imports PyTorch's compiler (~0.9 s) to mark add_param_group as
-        never compiled; nothing here compiles, so it is marked uncompiled as it is."""
+    @contextlib.contextmanager
+    def skip_compiler_import():
+        """While main() runs: torch.optim.Adam(...) imports PyTorch's compiler (~0.9 s) only to mark
+        add_param_group as never compiled; nothing here compiles, so it is marked as it is."""
         # INTERNALS (torch 2.13-2.14, see SUPPORTED): torch._disable_dynamo caches its wrapper
         # as the function's __dynamo_disable. Where torch does otherwise, the import happens.
         method = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
-        if method is not None and not hasattr(method, "__dynamo_disable"):
+        ours = method is not None and not hasattr(method, "__dynamo_disable")
+        if ours:
             setattr(method, "__dynamo_disable", method)  # (not method.__…: Python would mangle it)
+        try:
+            yield
+        finally:  # a notebook's own torch.compile, later, finds torch as it was
+            if ours:
+                delattr(method, "__dynamo_disable")
 
 
 # ---- main(): the only entry point ------------------------------------------------------------
@@ -1313,12 +1332,11 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(AttributeError):
             stream.reconfigure(errors="replace")
     torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
-    Faster.skip_compiler_import()
     if not config.watch:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws frames with no display
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # no ALSA errors where there is no sound card
     log = RunLog(config, started)
-    with stop_signals_handled():
+    with stop_signals_handled(), Faster.skip_compiler_import():
         try:
             # Linux shows windows through X or Wayland; with neither, SDL draws off-screen.
             screen = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")

@@ -102,11 +102,13 @@ def test_the_greedy_policy_works_for_any_stack_of_linear_and_relu_layers():
     assert [policy(s) for s in states] == expected
 
 
-def test_the_greedy_policy_refuses_a_layer_it_cannot_compute():
-    net = dqn.QNetwork(4, 2)
-    net.fc[1] = nn.Tanh()
-    with pytest.raises(TypeError, match="Tanh"):
-        dqn.Faster.greedy(net)
+def test_a_layer_numpy_cannot_compute_leaves_the_agent_on_q_nets_own_argmax():
+    agent = make_agent()
+    agent.q_net.fc[1] = nn.Tanh()  # a learner's edit of the lesson's QNetwork
+    assert dqn.Faster.greedy(agent.q_net) is None
+    state = np.zeros(4, dtype=np.float32)
+    agent.numpy_greedy = dqn.Faster.greedy(agent.q_net)
+    assert agent.greedy_action(state) == int(agent.q_net(torch.as_tensor(state)).argmax())
 
 
 def assert_fused_adam_moves_the_weights_as(**reference_options) -> None:
@@ -116,7 +118,7 @@ def assert_fused_adam_moves_the_weights_as(**reference_options) -> None:
     torch.manual_seed(0)
     ours, reference = dqn.QNetwork(4, 2), dqn.QNetwork(4, 2)
     reference.load_state_dict(ours.state_dict())
-    fast = torch.optim.Adam(ours.parameters(), lr=3e-3)
+    fast = torch.optim.Adam(ours.parameters(), lr=3e-3, **reference_options)
     dqn.Faster.adam_steps(fast)
     optimizers = [
         (ours, fast),
@@ -413,3 +415,43 @@ def test_the_long_check_is_the_shortest_of_its_episodes(monkeypatch):
     lengths = iter([300, 120, 250])
     monkeypatch.setattr(dqn, "greedy_episode", lambda env, policy: (0.0, next(lengths)))
     assert make_agent().long_check(dqn.make_env(seed=0, max_episode_steps=300), 3) == 120
+
+
+def test_the_faster_adam_follows_an_lr_scheduler_and_a_loaded_state_as_adam_does():
+    torch.manual_seed(0)
+    nets = [dqn.QNetwork(4, 2), dqn.QNetwork(4, 2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    optimizers = [torch.optim.Adam(net.parameters(), lr=3e-3) for net in nets]
+    dqn.Faster.adam_steps(optimizers[0])
+    schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=5, gamma=0.1) for o in optimizers]
+    states, targets = torch.randn(32, 4), torch.randn(32, 2)
+    for i in range(20):
+        if i == 10:  # a saved optimizer, loaded back: its moments and step count are used
+            for optimizer in optimizers:
+                optimizer.load_state_dict(optimizer.state_dict())
+        for net, optimizer, scheduler in zip(nets, optimizers, schedulers, strict=True):
+            optimizer.zero_grad()
+            nn.functional.mse_loss(net(states), targets).backward()
+            optimizer.step()
+            scheduler.step()
+    for mine, theirs in zip(*(net.parameters() for net in nets), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+@pytest.mark.parametrize("options", [{"amsgrad": True}, {"decoupled_weight_decay": True}])
+def test_an_adam_the_shortcut_would_compute_otherwise_is_left_as_it_is(options):
+    try:
+        optimizer = torch.optim.Adam(dqn.QNetwork(4, 2).parameters(), **options)
+    except TypeError:
+        pytest.skip(f"this torch's Adam has no {options}")
+    before = optimizer.step
+    dqn.Faster.adam_steps(optimizer)
+    assert optimizer.step == before and not optimizer.state
+
+
+def test_main_leaves_torch_as_it_found_it(monkeypatch):
+    method = torch.optim.Optimizer.add_param_group.__wrapped__
+    monkeypatch.delattr(method, "__dynamo_disable", raising=False)  # as in a new process
+    with dqn.Faster.skip_compiler_import():
+        assert hasattr(method, "__dynamo_disable")
+    assert not hasattr(method, "__dynamo_disable")

@@ -455,3 +455,20 @@ def test_a_stop_in_the_middle_of_a_save_leaves_no_temporary_file(tmp_path):
         dqn.save_atomically(target, interrupted)
     assert target.read_bytes() == before
     assert not (tmp_path / ".best_model.pth.tmp").exists()
+
+
+def test_swanlab_refusing_its_own_variables_costs_one_warning_not_the_training(tmp_path):
+    result = run_script(tmp_path, "--episode", "2", "--no-video", SWANLAB_MODE="bogus")
+    assert result.returncode == 0, result.stderr
+    (warning,) = result.stderr.strip().splitlines()
+    assert warning.startswith("warning: SwanLab could not start (")
+    assert len(read_metrics(tmp_path / "output" / "metrics.csv")) == 2
+
+
+def test_a_damaged_model_in_pytorchs_older_format_is_damaged_not_dangerous(tmp_path, capsys):
+    path = tmp_path / "old.pth"
+    torch.save(dqn.QNetwork(4, 2).state_dict(), path, _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes()[:200])  # cut short inside the pickle
+    assert dqn.main(["--play", str(path), *NO_EXTRAS]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "not a PyTorch model file, or a damaged copy" in line, line
