@@ -438,11 +438,14 @@ def allows(valid: str, value: float) -> bool:
 
 
 # The values each setting accepts, checked before any work starts (argparse checks the types).
-VALID = {"> 0": ["learning_rate"], "[0, 1]": ["gamma", "epsilon_start", "epsilon_end"]}
-VALID |= {"(0, 1]": ["epsilon_decay"], ">= 0": ["solved_reward", "early_eval_reward", "seed"]}
-VALID[">= 0"] += ["test_episodes"]
-VALID[">= 1"] = ["batch_size", "replay_buffer_size", "update_target_freq", "long_check_steps"]
-VALID[">= 1"] += ["episode", "eval_every", "eval_episodes", "max_test_steps"]
+VALID = {
+    "> 0": "learning_rate",
+    "(0, 1]": "epsilon_decay",
+    "[0, 1]": "gamma epsilon_start epsilon_end",
+    ">= 0": "solved_reward early_eval_reward seed test_episodes",
+    ">= 1": "batch_size replay_buffer_size update_target_freq long_check_steps episode "
+    "eval_every eval_episodes max_test_steps",
+}
 CHOICES = {
     "device": ["cpu", "cuda"],
     "swanlab_mode": ["auto", "cloud", "local", "offline", "disabled"],
@@ -492,7 +495,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     for switch in ("tutorial_settings", "no_replay", "no_target_net", "play"):  # a run of its own
         if getattr(config, switch):
             config.experiment_name += "-" + switch.replace("_", "-")
-    for name, valid in [(name, valid) for valid, names in VALID.items() for name in names]:
+    for name, valid in [(name, valid) for valid, names in VALID.items() for name in names.split()]:
         value = getattr(config, name)  # inf and nan too: --learning-rate inf trains to NaN
         if not allows(valid, value):
             allowed = valid if valid[0] == ">" else f"in {valid}"
@@ -651,7 +654,7 @@ def local_mode(cloud_failed: str | None = None) -> str:
     """A dashboard on this machine; kept offline in swanlog/ without SwanLab's dashboard."""
     if cloud_failed:
         warn(f"SwanLab cloud unavailable ({cloud_failed}); logging locally instead.")
-    if util.find_spec("swanboard"):  # what `swanlab watch` and SwanLab's local mode need
+    if dashboard_installed():
         return "local"
     kept = "this run is kept offline in swanlog/, and metrics.csv has every value"
     warn(f"SwanLab's dashboard is not installed ({DASHBOARD_FIX}): {kept}.")
@@ -659,6 +662,11 @@ def local_mode(cloud_failed: str | None = None) -> str:
 
 
 DASHBOARD_FIX = 'pip install "swanlab[dashboard]"'
+
+
+def dashboard_installed() -> bool:
+    """Is swanboard there, the package that `swanlab watch` and SwanLab's local mode need?"""
+    return util.find_spec("swanboard") is not None
 
 
 # ---- What a run reports: the dashboard, metrics.csv, best_model.json and the console ---------
@@ -818,7 +826,7 @@ class RunLog(contextlib.AbstractContextManager):
             return f"SwanLab: {self.run.url}"
         if self.run.mode == "offline":
             saved = f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
-            if not util.find_spec("swanboard"):
+            if not dashboard_installed():
                 return f"Dashboard: for the next runs, install it: {DASHBOARD_FIX}. {saved}"
             return saved
         cli = ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
@@ -1226,11 +1234,9 @@ class Faster:
         weights, bit for bit). An Adam it would compute otherwise is left as it is."""
         # WHY: each Adam.step passes through profiler, hook and compiler checks (~20 µs, a sixth
         # of a gradient step); the functional Adam does the same update without them.
-        (group, *others), unlike = (
-            optimizer.param_groups,
-            ("amsgrad", "capturable", "differentiable"),
-        )
-        if others or any(group.get(k) for k in (*unlike, "decoupled_weight_decay")):
+        group = optimizer.param_groups[0]
+        unlike = ("amsgrad", "capturable", "differentiable", "decoupled_weight_decay")
+        if len(optimizer.param_groups) > 1 or any(group.get(k) for k in unlike):
             return
         for p in group["params"]:  # the state Adam.step would create at its first call
             moments = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
