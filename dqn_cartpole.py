@@ -375,15 +375,16 @@ from tqdm import tqdm
 
 # ---- Versions: each library's range, checked at the start (docs/versions.md) ------------------
 # From the lowest that runs the script to the first release after the newest checked where the
-# script leans on internals, else the next major. requirements.txt asks for the same. Internals:
+# script leans on internals, else the next major; requirements.txt asks for the same. Internals:
 # - gymnasium 1.0.0-1.4.0: RecordVideo's start_recording, stop_recording, _capture_frame,
-#   recorded_frames, recording, _video_name, episode_id, frames_per_sec (StreamingRecordVideo);
-#   HumanRendering's _render_frame, window, clock (Window); CartPole's render_mode and screen.
-# - swanlab 0.8.2-0.10.3: Settings(probe=...), its api_key, mode, api_host; get_run; a run's
-#   mode, url, dir, finish(state=, error=) and log, which swanlab.log calls (guarded_log); the
-#   SIGINT handler swanlab.init sets. 0.10.3 only: sdk.internal.run.greeting (quiet_greetings).
-# - torch 2.2.2, 2.13.0, 2.15.0: torch.optim.adam.adam, fused on a CPU from 2.4, and Adam's state
-#   keys (Faster.adam_steps); 2.13-2.14: torch._disable_dynamo's __dynamo_disable cache.
+#   recorded_frames, recording, _video_name, episode_id, frames_per_sec; HumanRendering's
+#   _render_frame, window, clock; CartPole's render_mode and screen.
+# - swanlab 0.8.2-0.10.3: Settings(probe=...), api_key, mode, api_host; get_run; a run's mode,
+#   url, dir, finish(state=, error=), log (guarded_log); the SIGINT handler swanlab.init sets;
+#   0.10.3 only: sdk.internal.run.greeting (quiet_swanlab_greetings).
+# - torch 2.2.2-2.15.0: torch.optim.adam.adam and Adam's state keys (Faster.adam_steps);
+#   2.13-2.14: torch._disable_dynamo's __dynamo_disable cache (Faster.skip_compiler_import).
+
 SUPPORTED = {
     "torch": ("2.2.2", "2.16"),
     "gymnasium": ("1.0.0", "1.5"),
@@ -419,8 +420,8 @@ def version_problems(installed: dict[str, str | None], pip: str = "pip") -> list
 
 
 def installed_versions() -> dict[str, str | None]:
-    """The version of each library in SUPPORTED, as its package says (not installed: left out)."""
-    versions = {}
+    """Python's version and each library's in SUPPORTED, as its package says (missing: left out)."""
+    versions = {"python": platform.python_version()}
     for name in SUPPORTED:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
@@ -548,14 +549,6 @@ def claim_folder(path: Path, flag: str) -> None:
     HELD_LOCKS[path.resolve()] = lock
 
 
-def release_folders() -> None:
-    """Let go of the folders this run held, when main() returns. A notebook's kernel outlives
-    its runs: its next run, or the `!python ... --play` a run suggests, must find them free."""
-    for lock in HELD_LOCKS.values():
-        lock.close()  # closing the file drops its flock
-    HELD_LOCKS.clear()
-
-
 def save_atomically(path: Path, write, mode: str = "wb") -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -598,10 +591,6 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)  # None becomes an empty cell
 
     save_atomically(path, write, mode="w")
-
-
-def library_versions() -> dict[str, str]:
-    return {"python": platform.python_version()} | installed_versions()
 
 
 def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
@@ -711,7 +700,7 @@ class RunLog(contextlib.AbstractContextManager):
                 init(mode=local_mode(" ".join(f"{error}".split())), settings=settings, reinit=True)
             self.run = swanlab.get_run()
             if self.live:
-                swanlab.config.update({"versions": library_versions()})
+                swanlab.config.update({"versions": installed_versions()})
                 self.run.log = self.guarded_log(self.run.log)
         except Exception as error:  # e.g. a file named swanlog, or a folder that cannot be written
             reason = " ".join(f"{error}".split())
@@ -779,7 +768,7 @@ class RunLog(contextlib.AbstractContextManager):
         info = {"episode": row["episode"], "eval_avg_reward": eval_avg_reward}
         info |= {"env_steps": row["env_steps"], "seed": self.config.seed}
         info |= {"run_started_at": self.started, "config": asdict(self.config)}
-        info |= {"long_check_steps": held or None, "versions": library_versions()}
+        info |= {"long_check_steps": held or None, "versions": installed_versions()}
         as_json = functools.partial(json.dump, info, indent=2)
         save_atomically(self.output / "best_model.json", as_json, "w")
 
@@ -1028,7 +1017,8 @@ class StreamingRecordVideo(RecordVideo):
         self.path = self.folder / f"{video_name}.mp4"
 
     def _capture_frame(self) -> None:
-        stop_at_once_if_requested()
+        if stop_requested():  # no step to finish in a frame: the stop is at once
+            raise KeyboardInterrupt(stop_signal)
         frame, size = draw_cartpole(self.env.unwrapped)
         self.recorded_frames.append(None)  # RecordVideo counts them against video_length
         number = len(self.recorded_frames) - 1
@@ -1149,7 +1139,8 @@ class Window(HumanRendering):
     def _render_frame(self) -> None:
         import pygame
 
-        stop_at_once_if_requested()
+        if stop_requested():
+            raise KeyboardInterrupt(stop_signal)
         frame, size = draw_cartpole(self.env.unwrapped)
         if self.window is None:
             pygame.display.init()
@@ -1165,12 +1156,6 @@ class Window(HumanRendering):
 # ---- Stopping: Ctrl-C, SIGTERM, SIGHUP, one way ----------------------------------------------
 # What Ctrl-C, `timeout`, `kill`, `docker stop`, a job scheduler or a closed terminal send.
 STOP_SIGNALS = [getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
-
-
-def stop_at_once_if_requested() -> None:
-    """Where there is no step to finish (a frame of a test video), a stop is at once."""
-    if stop_signal is not None:
-        raise KeyboardInterrupt(stop_signal)
 
 
 def on_stop_signal(signum: int, frame) -> None:
@@ -1363,8 +1348,10 @@ def main(argv: list[str] | None = None) -> int:
             signum = stop.args[0] if stop.args else signal.SIGINT
             print(f"\n{stop_line(signum, log)}", file=sys.stderr)
             return 128 + signum
-        finally:
-            release_folders()
+        finally:  # a kernel outlives its runs: its next run, or a `!python … --play`, finds
+            for lock in HELD_LOCKS.values():  # the folders free (closing the file drops its flock)
+                lock.close()
+            HELD_LOCKS.clear()
 
 
 if __name__ == "__main__":  # also when the whole file is pasted into a notebook's cell

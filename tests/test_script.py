@@ -86,7 +86,7 @@ def test_the_swanlab_run_records_library_versions_without_a_pip_listing(small_ru
     cwd, _ = small_run
     (files,) = (cwd / "swanlog").glob("run-*/files")
     config = yaml.safe_load((files / "config.yaml").read_text())
-    assert config["versions"]["value"] == dqn.library_versions()
+    assert config["versions"]["value"] == dqn.installed_versions()
     # SwanLab's full listing runs `pip list` before the first episode (~0.35 s); the libraries
     # this script depends on are already in the config.
     assert not (files / "requirements.txt").exists()
