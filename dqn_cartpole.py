@@ -453,6 +453,12 @@ CHOICES = {
 }
 
 
+def text_given(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def setting_help() -> dict[str, str]:
     """Each setting's --help: its comment in Config, read from this file as it is now (or from a
     notebook's cell, which IPython keeps in linecache); none where the source cannot be read."""
@@ -483,10 +489,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         names = [flags[f.name]] + ([OLD_FLAGS[f.name]] if f.name in OLD_FLAGS else [])
         options = dict(action="store_true")
         if f.type is not bool:  # argparse converts the text, and says so if it cannot
-            metavar = "MODEL" if f.name == "play" else None
-            options = dict(
-                type=f.type, default=f.default, choices=CHOICES.get(f.name), metavar=metavar
-            )
+            kind = text_given if f.type is str else f.type  # `--play "$UNSET"` must not train
+            options = dict(type=kind, default=f.default, choices=CHOICES.get(f.name))
+        if f.name == "play":  # no default to convert: an empty one would be refused
+            options |= dict(default=argparse.SUPPRESS, metavar="MODEL")
         text = helps.get(f.name) or f.name.replace("_", " ")  # argparse reads % as a format
         parser.add_argument(*names, dest=f.name, help=text.replace("%", "%%"), **options)
     config = Config(**vars(parser.parse_args(argv)))
@@ -525,13 +531,14 @@ HELD_LOCKS: dict[Path, io.TextIOWrapper] = {}  # a lock lasts while its file is 
 
 def claim_folder(path: Path, flag: str) -> None:
     """Create `path` and hold it until main() returns (or the process ends); refuse a held one."""
-    if path.resolve() in HELD_LOCKS:
-        return
-    try:
+    try:  # a symlink loop is a RuntimeError before Python 3.13
+        if (held := path.resolve()) in HELD_LOCKS:
+            return
         path.mkdir(parents=True, exist_ok=True)
         lock = open(path / ".lock", "a+", encoding="utf-8")  # proves the folder can be written
-    except OSError as error:
-        reason = "it is a file" if path.is_file() else (error.strerror or str(error))
+    except (OSError, RuntimeError) as error:
+        reason = "it is a file" if isinstance(error, FileExistsError) else error
+        reason = getattr(reason, "strerror", None) or reason
         raise InputError(f"{flag} {path}: cannot write there ({reason})") from None
     try:
         import fcntl  # Windows has none: there, two runs may share a folder (README)
@@ -546,7 +553,7 @@ def claim_folder(path: Path, flag: str) -> None:
         raise InputError(f"{flag} {path}: in use by another run (pid {pid}); {advice}") from None
     lock.truncate(0)
     print(os.getpid(), file=lock, flush=True)
-    HELD_LOCKS[path.resolve()] = lock
+    HELD_LOCKS[held] = lock
 
 
 def save_atomically(path: Path, write, mode: str = "wb") -> None:
@@ -595,8 +602,15 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 
 def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
     """Rebuild a QNetwork from a saved state_dict, or raise InputError saying what is wrong."""
-    if not path.is_file() or path.stat().st_size == 0:
-        raise InputError(f"{path}: {'the file is empty' if path.is_file() else 'no such file'}")
+    try:  # a name too long raises, a symlink loop may: the system's words then
+        empty = path.is_file() and not path.stat().st_size
+        kind = "not a regular file" if path.exists() else "no such file"
+        problem = "the file is empty" if empty else None if path.is_file() else kind
+    except OSError as error:
+        problem = error.strerror or str(error)
+    if problem:
+        raise InputError(f"{path}: {problem}")
+
     try:
         # SAFETY: a plain pickle can run any code when loaded, and a "pretrained model" from a
         # stranger is exactly such a file: weights_only refuses one that names a function.
@@ -614,6 +628,8 @@ def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
     except (RuntimeError, TypeError) as error:
         problem = (str(error).splitlines()[1:] or [str(error)])[0].strip()  # the first
         raise InputError(f"{path}: not a CartPole QNetwork: {problem}") from None
+    if not all(torch.isfinite(p).all() for p in q_net.parameters()):  # it would play blind
+        raise InputError(f"{path}: the model's weights are not finite (NaN or inf): retrain it")
     return q_net.eval()
 
 
@@ -938,23 +954,20 @@ def in_notebook() -> bool:
 
 
 def command_line_flags() -> list[str]:
-    """The flags after the script's name. A kernel's own sys.argv is `-f kernel.json`: there,
-    only `%run dqn_cartpole.py --flags` sets flags, and sys.argv names this file."""
+    """The flags after the script's name; in a kernel (argv `-f kernel.json`), those of %run."""
     here = globals().get("__file__")  # None when this code was pasted into a notebook's cell
     ran = here is not None and Path(sys.argv[0]).resolve() == Path(here).resolve()
     return sys.argv[1:] if ran or not in_notebook() else []
 
 
 def shell_command(args: list[str]) -> str:
-    """`args` as a line to paste into a shell: quoted for sh, bash and zsh, or on Windows with
-    the double quotes that cmd and PowerShell both read; in a notebook, after a `!`."""
+    """`args` quoted for sh, bash and zsh (Windows: for cmd and PowerShell); a cell's: after `!`."""
     line = subprocess.list2cmdline(args) if os.name == "nt" else shlex.join(args)
     return "!" + line if in_notebook() else line
 
 
 def python_command() -> str:
-    """The Python running this script as the user can type it: its name if that is what the
-    PATH finds (python, python3), else its whole path (a virtual environment not activated)."""
+    """This Python as the user types it: its name if the PATH finds it there, else its path."""
     found = shutil.which(Path(sys.executable).name)
     same = found is not None and os.path.samefile(found, sys.executable)
     return Path(sys.executable).name if same else sys.executable
@@ -968,15 +981,42 @@ def stop_name(signum: int) -> str:
 
 
 def stop_line(signum: int, log: RunLog) -> str:
-    """ "Stopped by SIGTERM." and, if this run saved a model, the command that records its
-    videos, with the script named as the user named it (dqn_cartpole.py, or a path to it)."""
+    """ "Stopped by SIGTERM." and, once a model is saved, the command that records its videos."""
     line = f"Stopped by {stop_name(signum)}."
     if log.best_model is not None:
         here = globals().get("__file__") or "dqn_cartpole.py"  # in a cell: the tutorial's name
-        script = sys.argv[0] if Path(sys.argv[0]).name == Path(here).name else here
+        script = sys.argv[0] if Path(sys.argv[0]).name == Path(here).name else here  # as typed
+
         play = [python_command(), script, "--play", str(log.best_model)]
         line += f" To record the videos: {shell_command(play)}"
     return line
+
+
+class Console:
+    """stdout or stderr, whose failure costs the output, never the run: a closed or broken pipe
+    (`| head`), a full disk, no stream at all (`>&-`)."""
+
+    def __init__(self, stream):
+        self.stream = stream if stream is not None else open(os.devnull, "w", encoding="utf-8")
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            return self.stream.write(text)
+        self.lost()
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            return self.stream.flush()
+        self.lost()
+
+    def lost(self) -> None:
+        """What follows goes nowhere: Python's own flush at exit then has nothing to fail at."""
+        with contextlib.suppress(Exception):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
 
 
 def warn(message: str) -> None:
@@ -1269,10 +1309,11 @@ class Faster:
 # ---- main(): the only entry point ------------------------------------------------------------
 def play_saved_model(config: Config, log: RunLog) -> None:
     path = Path(config.play)
-    if path.is_dir():  # `--play output`: the model a run keeps there
-        if not (path / "best_model.pth").is_file():
-            raise InputError(f"--play {path}: a folder with no best_model.pth; give a .pth file")
-        path = path / "best_model.pth"
+    with contextlib.suppress(OSError):  # a name the system refuses: load_model says why
+        if path.is_dir():  # `--play output`: the model a run keeps there
+            if not (path / "best_model.pth").is_file():
+                raise InputError(f"--play {path}: a folder with no best_model.pth; give a file")
+            path = path / "best_model.pth"
     agent = DQNAgent(state_dim=4, action_dim=2, config=config)
     agent.q_net.load_state_dict(load_model(path, state_dim=4, action_dim=2).state_dict())
     start_swanlab(config, log)
@@ -1309,6 +1350,15 @@ def report(config: Config, log: RunLog) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad input, 3 finished without a video, 4 a result could not be
     written (a full disk), 128 + the signal's number when stopped (130 Ctrl-C, 143 SIGTERM)."""
+    consoles = sys.stdout, sys.stderr  # put back after the run: a notebook's kernel goes on
+    sys.stdout, sys.stderr = Console(sys.stdout), Console(sys.stderr)
+    try:
+        return run(argv)
+    finally:
+        sys.stdout, sys.stderr = consoles
+
+
+def run(argv: list[str] | None) -> int:
     started = time.time()
     try:
         config = parse_args(command_line_flags() if argv is None else argv)

@@ -94,7 +94,7 @@ def test_play_given_a_folder_without_a_model_names_the_file_to_give(tmp_path, ca
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == (
         f"dqn_cartpole.py: error: --play {tmp_path}: a folder with no best_model.pth; "
-        "give a .pth file"
+        "give a file"
     )
 
 
