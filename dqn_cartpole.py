@@ -1350,34 +1350,27 @@ def report(config: Config, log: RunLog) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad input, 3 finished without a video, 4 a result could not be
     written (a full disk), 128 + the signal's number when stopped (130 Ctrl-C, 143 SIGTERM)."""
-    consoles = sys.stdout, sys.stderr  # put back after the run: a notebook's kernel goes on
-    sys.stdout, sys.stderr = Console(sys.stdout), Console(sys.stderr)
-    try:
-        return run(argv)
-    finally:
-        sys.stdout, sys.stderr = consoles
-
-
-def run(argv: list[str] | None) -> int:
     started = time.time()
-    try:
-        config = parse_args(command_line_flags() if argv is None else argv)
-    except SystemExit as done:  # --help, or a bad flag, whose one line is printed already
-        return done.code  # returned: in a notebook a raised SystemExit, even 0, is an error
-    pip = "%pip" if in_notebook() else "pip"  # %pip installs into the kernel's own Python
-    if problems := version_problems(installed_versions(), pip):  # before anything is written
-        for problem in problems:
-            print(f"dqn_cartpole.py: error: {problem}", file=sys.stderr)
-        return 2
-    for stream in sys.stdout, sys.stderr:  # a console that lacks "ε" prints "?" instead
-        with contextlib.suppress(AttributeError):
-            stream.reconfigure(errors="replace")
-    torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
-    if not config.watch:
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws frames with no display
-    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # no ALSA errors where there is no sound card
-    log = RunLog(config, started)
-    with stop_signals_handled(), Faster.skip_compiler_import():
+    # Put back after the run, as the signal handlers are: a notebook's kernel goes on.
+    safe = dict(stdout=Console(sys.stdout), stderr=Console(sys.stderr))
+    with mock.patch.multiple(sys, **safe), stop_signals_handled(), Faster.skip_compiler_import():
+        try:
+            config = parse_args(command_line_flags() if argv is None else argv)
+        except SystemExit as done:  # --help, or a bad flag, whose one line is printed already
+            return done.code  # returned: in a notebook a raised SystemExit, even 0, is an error
+        pip = "%pip" if in_notebook() else "pip"  # %pip installs into the kernel's own Python
+        if problems := version_problems(installed_versions(), pip):  # before any file is written
+            for problem in problems:
+                print(f"dqn_cartpole.py: error: {problem}", file=sys.stderr)
+            return 2
+        for stream in sys.stdout, sys.stderr:  # a console that lacks "ε" prints "?" instead
+            with contextlib.suppress(AttributeError):
+                stream.reconfigure(errors="replace")
+        torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
+        if not config.watch:  # pygame draws the frames with no display
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # no ALSA errors without a sound card
+        log = RunLog(config, started)
         try:
             # Linux shows windows through X or Wayland; with neither, SDL draws off-screen.
             screen = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
