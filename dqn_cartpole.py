@@ -628,23 +628,20 @@ def resolve_swanlab_mode(requested: str, settings: "swanlab.Settings") -> str:
     return "online" if settings.api_key else "local"
 
 
-def swanlab_mode(config: Config, settings: "swanlab.Settings") -> str:
-    """The mode for swanlab.init: the cloud only if it answers, else local (with a warning)."""
-    mode = resolve_swanlab_mode(config.swanlab_mode, settings)
+def swanlab_mode(requested: str, settings: "swanlab.Settings", cloud_failed: str = "") -> str:
+    """The mode for swanlab.init: the cloud only if it answers (and has not `cloud_failed`), else
+    local; offline without SwanLab's dashboard. Each fallback says why in a warning."""
+    mode = resolve_swanlab_mode(requested, settings)
     if mode == "online":
         try:  # first a 3 s check that the host answers: SwanLab itself retries for ~15 s
             requests.head(settings.api_host, timeout=3)  # via HTTPS_PROXY/ALL_PROXY, as SwanLab
         except requests.RequestException as error:  # no network: the curves stay on this machine
-            return local_mode(f"{settings.api_host}: {type(error).__name__}")
-    return local_mode() if mode == "local" else mode
-
-
-def local_mode(cloud_failed: str | None = None) -> str:
-    """A dashboard on this machine; kept offline in swanlog/ without SwanLab's dashboard."""
+            mode, cloud_failed = "local", f"{settings.api_host}: {type(error).__name__}"
     if cloud_failed:
-        warn(f"SwanLab cloud unavailable ({cloud_failed}); logging locally instead.")
-    if dashboard_installed():
-        return "local"
+        why = " ".join(cloud_failed.split())  # SwanLab's own message may span lines
+        warn(f"SwanLab cloud unavailable ({why}); logging locally instead.")
+    if mode != "local" or dashboard_installed():
+        return mode
     kept = "this run is kept offline in swanlog/, and metrics.csv has every value"
     warn(f"SwanLab's dashboard is not installed ({DASHBOARD_FIX}): {kept}.")
     return "offline"
@@ -691,13 +688,14 @@ class RunLog(contextlib.AbstractContextManager):
         try:
             # The versions go in the config below: SwanLab's own listing runs `pip list` (~0.35 s).
             settings = swanlab.Settings(probe={"requirements": False})
-            mode = swanlab_mode(self.config, settings)
+            mode = swanlab_mode(self.config.swanlab_mode, settings)
             try:
                 init(mode=mode, settings=settings, reinit=True)
             except Exception as error:  # a bad key, say
                 if mode != "online":
                     raise
-                init(mode=local_mode(" ".join(f"{error}".split())), settings=settings, reinit=True)
+                mode = swanlab_mode("local", settings, cloud_failed=str(error))
+                init(mode=mode, settings=settings, reinit=True)
             self.run = swanlab.get_run()
             if self.live:
                 swanlab.config.update({"versions": installed_versions()})
