@@ -674,7 +674,8 @@ class RunLog(contextlib.AbstractContextManager):
 
     def __init__(self, config: Config, started: float):
         self.config, self.started, self.output = config, started, Path(config.output_dir)
-        self.run, self.broken, self.bar, self.rows = None, False, None, []
+        self.run, self.broken, self.rows = None, False, []
+        self.bar = tqdm(disable=True)  # until the first episode: closing it does nothing
         self.env_steps, self.last_eval, self.best_avg_reward = 0, None, None
         self.best_model, self.best_episode = None, None  # once this run has saved a model
         self.making_videos, self.video_error = False, None
@@ -743,7 +744,7 @@ class RunLog(contextlib.AbstractContextManager):
 
     def episode(self, episode: int, charts: dict) -> None:
         """A training episode's numbers: its row of metrics.csv, and the progress bar."""
-        if self.bar is None:  # a live bar in a terminal or a notebook; else evaluation lines only
+        if not self.rows:  # a live bar in a terminal or a notebook; else evaluation lines only
             self.bar = progress_bar(self.config.episode, sys.stdout.isatty() or in_notebook())
         self.env_steps += charts["train/episode_length"]
         wall_time_s = round(time.time() - self.started, 3)
@@ -790,11 +791,6 @@ class RunLog(contextlib.AbstractContextManager):
         rate = self.env_steps / (time.perf_counter() - self.bar_started)
         self.bar.set_description_str(f"{numbers} | {rate:.0f} steps/s", refresh=False)
 
-    def close_bar(self) -> None:
-        """Training is over: the bar is drawn a last time and the lines after it go below it."""
-        if self.bar is not None:
-            self.bar.close()  # a closed bar closes again as a no-op
-
     def recorded(self, env: gym.Env) -> gym.Env:
         """The test env, recorded (unless --no-video) and shown in a window (with --watch)."""
         if not self.config.no_video:
@@ -802,7 +798,7 @@ class RunLog(contextlib.AbstractContextManager):
         return Window(env) if self.config.watch else env
 
     def test_episode(self, episode: int, total_reward: float) -> None:
-        self.close_bar()
+        self.bar.close()  # training is over: drawn a last time, the lines after it go below it
         print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
 
     def where(self) -> str:
@@ -826,7 +822,7 @@ class RunLog(contextlib.AbstractContextManager):
     def __exit__(self, kind, error, traceback) -> bool:
         """However the run ends: metrics.csv written, SwanLab closed. A video that could not be
         made is noted (exit 3), a closed window ends the playback; anything else goes on."""
-        self.close_bar()
+        self.bar.close()  # a closed bar closes again as a no-op
         if kind is WindowClosed:
             print("The window was closed: no more test episodes.", flush=True)
         elif self.making_videos and kind and not isinstance(error, WriteError | KeyboardInterrupt):
@@ -994,7 +990,7 @@ class StreamingRecordVideo(RecordVideo):
 
     def __init__(self, env: gym.Env, video_folder: str, log: RunLog):
         log.making_videos = True  # from here on, what fails costs the video only (exit 3)
-        log.close_bar()
+        log.bar.close()  # training is over: the lines after it go below the bar
         if any(Path(video_folder).glob(f"{VIDEO_PREFIX}-*")):
             print(f"Replacing the videos in {video_folder}/", flush=True)
         with warnings.catch_warnings():  # its own "overwriting" notice, said above in plain words
