@@ -700,7 +700,7 @@ class RunLog(contextlib.AbstractContextManager):
             self.run = swanlab.get_run()
             if self.live:
                 swanlab.config.update({"versions": installed_versions()})
-                self.run.log = self.guarded_log(self.run.log)
+                self.swanlab_log, self.run.log = self.run.log, self.guarded_log
         except Exception as error:  # e.g. a file named swanlog, or a folder that cannot be written
             reason = " ".join(f"{error}".split())
             if hasattr(error, "errors"):  # pydantic's ValidationError: its first message
@@ -717,20 +717,17 @@ class RunLog(contextlib.AbstractContextManager):
             if handler is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, handler)
 
-    def guarded_log(self, log: Callable) -> Callable:
-        """The run's log method, made safe: a failure, or one making a value given as a function
-        (a picture drawn only when logged), costs one warning, and SwanLab is left alone after."""
-
-        def guarded(data: dict, step: int | None = None, **options):
-            if self.broken:
-                return None
-            try:
-                return log({k: v() if callable(v) else v for k, v in data.items()}, step, **options)
-            except Exception as err:
-                self.broken = True
-                warn(f"SwanLab stopped logging ({err}); training goes on, metrics.csv has it all.")
-
-        return guarded
+    def guarded_log(self, data: dict, step: int | None = None, **options):
+        """The run's log, made safe: a failure, or one making a value given as a function (a
+        picture drawn only when logged), costs one warning, and SwanLab is left alone after."""
+        if self.broken:
+            return None
+        try:
+            data = {k: v() if callable(v) else v for k, v in data.items()}
+            return self.swanlab_log(data, step, **options)
+        except Exception as err:
+            self.broken = True
+            warn(f"SwanLab stopped logging ({err}); training goes on, metrics.csv has it all.")
 
     @property
     def live(self) -> bool:
