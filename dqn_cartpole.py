@@ -748,7 +748,7 @@ class RunLog(contextlib.AbstractContextManager):
         row = dict.fromkeys(COLUMNS) | {"episode": episode, "env_steps": self.env_steps}
         row |= {"wall_time_s": wall_time_s, "best_avg_reward": self.best_avg_reward}
         self.rows.append(row | columns_of(charts))
-        self.show_progress()
+        self.show_progress(refresh=False)
         self.bar.update()
 
     @contextlib.contextmanager
@@ -778,15 +778,14 @@ class RunLog(contextlib.AbstractContextManager):
         caption = f"episode {episode}"  # the picture is drawn only if SwanLab logs it
         picture = {"eval/policy": lambda: swanlab.Image(policy_image(q_net), caption=caption)}
         self.chart(picture, episode)
-        self.show_progress()
-        self.bar.refresh()
+        self.show_progress(refresh=True)
 
-    def show_progress(self) -> None:
+    def show_progress(self, refresh: bool) -> None:
         # What matters most first: a terminal of 80 columns cuts the bar after ε.
         keys = ["eval_avg_reward", "best_avg_reward", "train_reward", "epsilon", "env_steps"]
         numbers = numbers_line(self.rows[-1] | {"eval_avg_reward": self.last_eval}, keys, False)
         rate = self.env_steps / (time.perf_counter() - self.bar_started)
-        self.bar.set_description_str(f"{numbers} | {rate:.0f} steps/s", refresh=False)
+        self.bar.set_description_str(f"{numbers} | {rate:.0f} steps/s", refresh=refresh)
 
     def recorded(self, env: gym.Env) -> gym.Env:
         """The test env, recorded (unless --no-video) and shown in a window (with --watch)."""
@@ -806,9 +805,8 @@ class RunLog(contextlib.AbstractContextManager):
             return f"SwanLab: {self.run.url}"
         if self.run.mode == "offline":
             saved = f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
-            if not dashboard_installed():
-                return f"Dashboard: for the next runs, install it: {DASHBOARD_FIX}. {saved}"
-            return saved
+            fix = f"Dashboard: for the next runs, install it: {DASHBOARD_FIX}. "
+            return saved if dashboard_installed() else fix + saved
         cli = ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
         line = "Dashboard: " + shell_command([*cli, "watch", str(Path(self.run.dir).parent)])
         first = "run it in a cell of its own (it serves until you press stop), then"
