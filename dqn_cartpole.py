@@ -844,19 +844,17 @@ def progress_bar(episodes: int, live: bool) -> tqdm:
     place, in a kernel at most once a second so that the cell's output stays small."""
     look = "episode {n_fmt}/{total_fmt} {bar:10} {desc}"
     if live and in_notebook():
-        try:  # IProgress: None without ipywidgets; tqdm.notebook itself is there from tqdm 4.36
-            from tqdm.notebook import IProgress, tqdm_notebook
-        except ImportError:
-            IProgress = None
-        if IProgress is not None:
-            return tqdm_notebook(total=episodes, bar_format=look.replace("{bar:10}", "{bar}"))
+        with contextlib.suppress(ImportError):  # tqdm.notebook is there from tqdm 4.36
+            from tqdm.notebook import IProgress, tqdm_notebook  # IProgress: None without ipywidgets
+
+            if IProgress is not None:
+                return tqdm_notebook(total=episodes, bar_format=look.replace("{bar:10}", "{bar}"))
         return tqdm(total=episodes, bar_format=look, file=sys.stdout, mininterval=1)
     return tqdm(total=episodes, bar_format=look, disable=not live, dynamic_ncols=True)
 
 
-# INTERNALS (swanlab 0.10.3, see SUPPORTED): its greeting module prints where the dashboard is as
-# a run starts and ends, in lines that wrap mid-path; RunLog.where says it once. Its warnings and
-# errors still print; without that module (another version), its greetings stay.
+# INTERNALS (swanlab 0.10.3 only, see SUPPORTED): its greeting module says where the dashboard is
+# as a run starts and ends, wrapped mid-path; RunLog.where says it once. Its warnings still print.
 def quiet_swanlab_greetings(on_exit: contextlib.ExitStack) -> None:
     """Silence SwanLab's greetings until `on_exit` closes: a notebook's own runs greet again."""
     with contextlib.suppress(ImportError, AttributeError):
