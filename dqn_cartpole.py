@@ -877,37 +877,23 @@ def policy_image(q_net: QNetwork, angle: float = 0.21, spin: float = 2.0, cells:
     with torch.no_grad():  # one batched forward pass for the whole grid
         q = q_net(torch.from_numpy(states).to(q_net.fc[0].weight.device)).cpu().numpy()
     pushes_right = (q.argmax(axis=1) == 1).reshape(cells, cells, 1)
-    image, (x0, y0, size) = policy_frame(angle, spin, cells).copy(), POLICY_MAP
-    colours = Image.fromarray(np.where(pushes_right, RIGHT, LEFT).astype(np.uint8))
-    image.paste(colours.resize((size, size), Image.Resampling.NEAREST), (x0, y0))
-    draw, mid = ImageDraw.Draw(image), size // 2
-    draw.line([(x0 + mid, y0), (x0 + mid, y0 + size - 1)], "white")  # the pole upright
-    draw.line([(x0, y0 + mid), (x0 + size - 1, y0 + mid)], "white")  # the pole still
-    return image
-
-
-POLICY_MAP = (2 * 16 + 12, 16 + 10, 3 * 64)  # the map's corner and size, room for the labels
-
-
-@functools.cache
-def policy_frame(angle: float, spin: float, cells: int) -> Image.Image:
-    """The policy image's labels and legend, drawn once: the text is most of its drawing time."""
-    font, f, ink, (x0, y0, size) = ImageFont.load_default(size=16), 16, (30, 30, 30), POLICY_MAP
-    mid = size // 2
+    font, f, ink = ImageFont.load_default(size=16), 16, (30, 30, 30)
+    x0, y0, size, mid = 2 * f + 12, f + 10, 3 * cells, 3 * cells // 2  # room for the labels
     image = Image.new("RGB", (x0 + size + 2 * f + 90, y0 + size + 2 * f + 12), "white")
+    colours = np.where(pushes_right, RIGHT, LEFT).astype(np.uint8).repeat(3, 0).repeat(3, 1)
+    colours[mid] = colours[:, mid] = 255  # white lines: the pole still, and upright
+    image.paste(Image.fromarray(colours), (x0, y0))
     draw = ImageDraw.Draw(image)
-    labels = [((image.width // 2, 4), "greedy action, cart at rest", "mt")]
-    labels += [((x0 + mid, y0 + size + f + 7), "pole angle (rad)", "mt")]
+    draw.text((image.width // 2, 4), "greedy action, cart at rest", ink, font, "mt")
+    draw.text((x0 + mid, y0 + size + f + 7), "pole angle (rad)", ink, font, "mt")
     ticks = zip((0, mid, size), "lmr", "amd", (-angle, 0, angle), (spin, 0, -spin), strict=True)
     for at, x_side, y_side, a, s in ticks:
-        labels += [((x0 + at, y0 + size + 3), f"{a:g}", x_side + "t")]
-        labels += [((x0 - 4, y0 + at), f"{s:g}", "r" + y_side)]
+        draw.text((x0 + at, y0 + size + 3), f"{a:g}", ink, font, x_side + "t")
+        draw.text((x0 - 4, y0 + at), f"{s:g}", ink, font, "r" + y_side)
     for row, (name, colour) in enumerate((("push left", LEFT), ("push right", RIGHT))):
         x, y = x0 + size + 10, y0 + mid + (row - 1) * (f + 8)
         draw.rectangle([x, y, x + f - 2, y + f - 2], fill=colour)
-        labels += [((x + f + 4, y + f // 2 - 1), name, "lm")]
-    for xy, text, anchor in labels:
-        draw.text(xy, text, ink, font, anchor=anchor)
+        draw.text((x + f + 4, y + f // 2 - 1), name, ink, font, "lm")
     label = Image.new("RGB", (size + 2 * f, f + 4), "white")  # Pillow writes level: turn it
     ImageDraw.Draw(label).text((mid + f, f // 2 + 2), "angular velocity (rad/s)", ink, font, "mm")
     image.paste(label.rotate(90, expand=True), (2, y0 - f))
