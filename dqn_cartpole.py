@@ -629,8 +629,7 @@ def resolve_swanlab_mode(requested: str, settings: "swanlab.Settings") -> str:
 
 
 def swanlab_mode(requested: str, settings: "swanlab.Settings", cloud_failed: str = "") -> str:
-    """The mode for swanlab.init: the cloud only if it answers (and has not `cloud_failed`), else
-    local; offline without SwanLab's dashboard. Each fallback says why in a warning."""
+    """The mode for swanlab.init: the cloud if it answers, else local; offline without swanboard."""
     mode = resolve_swanlab_mode(requested, settings)
     if mode == "online":
         try:  # first a 3 s check that the host answers: SwanLab itself retries for ~15 s
@@ -744,17 +743,15 @@ class RunLog(contextlib.AbstractContextManager):
         if not self.rows:  # a live bar in a terminal or a notebook; else evaluation lines only
             self.bar = progress_bar(self.config.episode, sys.stdout.isatty() or in_notebook())
         self.env_steps += charts["train/episode_length"]
-        wall_time_s = round(time.time() - self.started, 3)
-        row = dict.fromkeys(COLUMNS) | {"episode": episode, "env_steps": self.env_steps}
-        row |= {"wall_time_s": wall_time_s, "best_avg_reward": self.best_avg_reward}
-        self.rows.append(row | columns_of(charts))
+        row = dict(episode=episode, env_steps=self.env_steps, best_avg_reward=self.best_avg_reward)
+        row["wall_time_s"] = round(time.time() - self.started, 3)
+        self.rows.append(dict.fromkeys(COLUMNS) | row | columns_of(charts))
         self.show_progress(refresh=False)
         self.bar.update()
 
     @contextlib.contextmanager
     def new_best_model(self, eval_avg_reward: float, held: int):
-        """A file for the new best model's weights; best_model.pth replaced only once they are
-        whole, then best_model.json beside it: when, how well, every setting."""
+        """A file for the best model's weights: best_model.pth is replaced once they are whole."""
         weights = io.BytesIO()  # a full disk then fails in Python's write, with a clear reason
         yield weights
         save_atomically(self.output / "best_model.pth", lambda f: f.write(weights.getvalue()))
