@@ -673,10 +673,9 @@ class RunLog(contextlib.AbstractContextManager):
 
     def __init__(self, config: Config, started: float):
         self.config, self.started, self.output = config, started, Path(config.output_dir)
-        self.run, self.broken, self.rows = None, False, []
+        self.run, self.broken, self.rows, self.env_steps, self.last_eval = None, False, [], 0, None
         self.bar = tqdm(disable=True)  # until the first episode: closing it does nothing
-        self.env_steps, self.last_eval, self.best_avg_reward = 0, None, None
-        self.best_model, self.best_episode = None, None  # once this run has saved a model
+        self.best_model = self.best_episode = self.best_avg_reward = None  # once a model is saved
         self.making_videos, self.video_error = False, None
         self.on_exit = contextlib.ExitStack()  # SwanLab's greetings put back, once silenced
 
@@ -717,8 +716,7 @@ class RunLog(contextlib.AbstractContextManager):
                 signal.signal(signal.SIGINT, handler)
 
     def guarded_log(self, data: dict, step: int | None = None, **options):
-        """The run's log, made safe: a failure, or one making a value given as a function (a
-        picture drawn only when logged), costs one warning, and SwanLab is left alone after."""
+        """The run's log, drawing values given as functions; a failure warns, then logging stops."""
         if self.broken:
             return None
         try:
@@ -865,8 +863,7 @@ LEFT, RIGHT = (0, 114, 178), (230, 159, 0)  # blue and orange: told apart in col
 
 
 def policy_image(q_net: QNetwork, angle: float = 0.21, spin: float = 2.0, cells: int = 64):
-    """The greedy action over pole angle × angular velocity, the cart at rest at the centre,
-    as a small PIL image: at ±0.21 rad the episode ends."""
+    """The greedy action by pole angle (at ±0.21 rad an episode ends) and spin, the cart at rest."""
     grid = (np.arange(cells) + 0.5) / cells * 2 - 1  # cell centres, from -1 to 1
     angles, spins = np.meshgrid(grid * angle, -grid * spin)  # the top row spins fastest right
     states = np.zeros((cells * cells, 4), np.float32)
