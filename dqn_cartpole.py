@@ -622,8 +622,7 @@ def resolve_swanlab_mode(requested: str, settings: "swanlab.Settings") -> str:
     """--swanlab-mode as SwanLab names it; `auto`: the cloud only with a saved login."""
     if requested != "auto":
         return "online" if requested == "cloud" else requested
-    # swanlab.Settings reads SWANLAB_MODE, SWANLAB_API_KEY and the key saved by `swanlab login`.
-    if os.environ.get("SWANLAB_MODE"):
+    if os.environ.get("SWANLAB_MODE"):  # Settings reads it, SWANLAB_API_KEY, `swanlab login`'s key
         return settings.mode
     return "online" if settings.api_key else "local"
 
@@ -637,8 +636,7 @@ def swanlab_mode(requested: str, settings: "swanlab.Settings", cloud_failed: str
         except requests.RequestException as error:  # no network: the curves stay on this machine
             mode, cloud_failed = "local", f"{settings.api_host}: {type(error).__name__}"
     if cloud_failed:
-        why = " ".join(cloud_failed.split())  # SwanLab's own message may span lines
-        warn(f"SwanLab cloud unavailable ({why}); logging locally instead.")
+        warn(f"SwanLab cloud unavailable ({cloud_failed}); logging locally instead.")
     if mode != "local" or dashboard_installed():
         return mode
     kept = "this run is kept offline in swanlog/, and metrics.csv has every value"
@@ -693,7 +691,7 @@ class RunLog(contextlib.AbstractContextManager):
             except Exception as error:  # a bad key, say
                 if mode != "online":
                     raise
-                mode = swanlab_mode("local", settings, cloud_failed=str(error))
+                mode = swanlab_mode("local", settings, cloud_failed=" ".join(f"{error}".split()))
                 init(mode=mode, settings=settings, reinit=True)
             self.run = swanlab.get_run()
             if self.live:
