@@ -680,7 +680,7 @@ class RunLog(contextlib.AbstractContextManager):
     def start_swanlab(self, init: Callable) -> None:
         """Calls `init`, the lesson's swanlab.init, in a mode that needs no account: local if the
         cloud refuses. SwanLab failing, now or later (guarded_log), costs one warning, no more."""
-        quiet_swanlab_greetings(self.on_exit)
+        self.quiet_swanlab_greetings()
         handler = signal.getsignal(signal.SIGINT)  # put back: SwanLab's would end its run at Ctrl-C
         try:
             # The versions go in the config below: SwanLab's own listing runs `pip list` (~0.35 s).
@@ -712,6 +712,16 @@ class RunLog(contextlib.AbstractContextManager):
             self.bar_started = time.perf_counter()  # time.time() steps by 15.6 ms on Windows
             if handler is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, handler)
+
+    # INTERNALS (swanlab 0.10.3 only, see SUPPORTED): its greeting module says where the dashboard
+    # is as a run starts and ends, wrapped mid-path; where() says it once. Its warnings still print.
+    def quiet_swanlab_greetings(self) -> None:
+        """Silence SwanLab's greetings until this run ends: a notebook's own runs greet again."""
+        with contextlib.suppress(ImportError, AttributeError):
+            from swanlab.sdk.internal.run import greeting
+
+            silent = dict.fromkeys(["welcome", "goodbye"], lambda *args, **kwargs: None)
+            self.on_exit.enter_context(mock.patch.multiple(greeting, **silent))
 
     def guarded_log(self, data: dict, step: int | None = None, **options):
         """The run's log, drawing values given as functions; a failure warns, then logging stops."""
@@ -844,17 +854,6 @@ def progress_bar(episodes: int, live: bool) -> tqdm:
                 return tqdm_notebook(total=episodes, bar_format=look.replace("{bar:10}", "{bar}"))
         return tqdm(total=episodes, bar_format=look, file=sys.stdout, mininterval=1)
     return tqdm(total=episodes, bar_format=look, disable=not live, dynamic_ncols=True)
-
-
-# INTERNALS (swanlab 0.10.3 only, see SUPPORTED): its greeting module says where the dashboard is
-# as a run starts and ends, wrapped mid-path; RunLog.where says it once. Its warnings still print.
-def quiet_swanlab_greetings(on_exit: contextlib.ExitStack) -> None:
-    """Silence SwanLab's greetings until `on_exit` closes: a notebook's own runs greet again."""
-    with contextlib.suppress(ImportError, AttributeError):
-        from swanlab.sdk.internal.run import greeting
-
-        silent = dict.fromkeys(["welcome", "goodbye"], lambda *args, **kwargs: None)
-        on_exit.enter_context(mock.patch.multiple(greeting, **silent))
 
 
 LEFT, RIGHT = (0, 114, 178), (230, 159, 0)  # blue and orange: told apart in colour blindness too
