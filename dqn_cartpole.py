@@ -638,29 +638,23 @@ def resolve_swanlab_mode(requested: str, settings: "swanlab.Settings") -> str:
     """--swanlab-mode as SwanLab names it; `auto`: the cloud only with a saved login."""
     if requested != "auto":
         return "online" if requested == "cloud" else requested
-    # swanlab.Settings reads SWANLAB_MODE, SWANLAB_API_KEY and the key saved by `swanlab login`.
-    if os.environ.get("SWANLAB_MODE"):
+    if os.environ.get("SWANLAB_MODE"):  # Settings reads it, SWANLAB_API_KEY, `swanlab login`'s key
         return settings.mode
     return "online" if settings.api_key else "local"
 
 
-def swanlab_mode(config: Config, settings: "swanlab.Settings") -> str:
-    """The mode for swanlab.init: the cloud only if it answers, else local (with a warning)."""
-    mode = resolve_swanlab_mode(config.swanlab_mode, settings)
+def swanlab_mode(requested: str, settings: "swanlab.Settings", cloud_failed: str = "") -> str:
+    """The mode for swanlab.init: the cloud if it answers, else local; offline without swanboard."""
+    mode = resolve_swanlab_mode(requested, settings)
     if mode == "online":
         try:  # first a 3 s check that the host answers: SwanLab itself retries for ~15 s
             requests.head(settings.api_host, timeout=3)  # via HTTPS_PROXY/ALL_PROXY, as SwanLab
         except requests.RequestException as error:  # no network: the curves stay on this machine
-            return local_mode(f"{settings.api_host}: {type(error).__name__}")
-    return local_mode() if mode == "local" else mode
-
-
-def local_mode(cloud_failed: str | None = None) -> str:
-    """A dashboard on this machine; kept offline in swanlog/ without SwanLab's dashboard."""
+            mode, cloud_failed = "local", f"{settings.api_host}: {type(error).__name__}"
     if cloud_failed:
         warn(f"SwanLab cloud unavailable ({cloud_failed}); logging locally instead.")
-    if dashboard_installed():
-        return "local"
+    if mode != "local" or dashboard_installed():
+        return mode
     kept = "this run is kept offline in swanlog/, and metrics.csv has every value"
     warn(f"SwanLab's dashboard is not installed ({DASHBOARD_FIX}): {kept}.")
     return "offline"
@@ -693,31 +687,32 @@ class RunLog(contextlib.AbstractContextManager):
 
     def __init__(self, config: Config, started: float):
         self.config, self.started, self.output = config, started, Path(config.output_dir)
-        self.run, self.broken, self.bar, self.rows = None, False, None, []
-        self.env_steps, self.last_eval, self.best_avg_reward = 0, None, None
-        self.best_model, self.best_episode = None, None  # once this run has saved a model
+        self.run, self.broken, self.rows, self.env_steps, self.last_eval = None, False, [], 0, None
+        self.bar = tqdm(disable=True)  # until the first episode: closing it does nothing
+        self.best_model = self.best_episode = self.best_avg_reward = None  # once a model is saved
         self.making_videos, self.video_error = False, None
         self.on_exit = contextlib.ExitStack()  # SwanLab's greetings put back, once silenced
 
     def start_swanlab(self, init: Callable) -> None:
         """Calls `init`, the lesson's swanlab.init, in a mode that needs no account: local if the
         cloud refuses. SwanLab failing, now or later (guarded_log), costs one warning, no more."""
-        quiet_swanlab_greetings(self.on_exit)
+        self.quiet_swanlab_greetings()
         handler = signal.getsignal(signal.SIGINT)  # put back: SwanLab's would end its run at Ctrl-C
         try:
             # The versions go in the config below: SwanLab's own listing runs `pip list` (~0.35 s).
             settings = swanlab.Settings(probe={"requirements": False})
-            mode = swanlab_mode(self.config, settings)
+            mode = swanlab_mode(self.config.swanlab_mode, settings)
             try:
                 init(mode=mode, settings=settings, reinit=True)
             except Exception as error:  # a bad key, say
                 if mode != "online":
                     raise
-                init(mode=local_mode(" ".join(f"{error}".split())), settings=settings, reinit=True)
+                mode = swanlab_mode("local", settings, cloud_failed=" ".join(f"{error}".split()))
+                init(mode=mode, settings=settings, reinit=True)
             self.run = swanlab.get_run()
             if self.live:
                 swanlab.config.update({"versions": installed_versions()})
-                self.run.log = self.guarded_log(self.run.log)
+                self.swanlab_log, self.run.log = self.run.log, self.guarded_log
         except Exception as error:  # e.g. a file named swanlog, or a folder that cannot be written
             reason = " ".join(f"{error}".split())
             if hasattr(error, "errors"):  # pydantic's ValidationError: its first message
@@ -734,20 +729,26 @@ class RunLog(contextlib.AbstractContextManager):
             if handler is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, handler)
 
-    def guarded_log(self, log: Callable) -> Callable:
-        """The run's log method, made safe: a failure, or one making a value given as a function
-        (a picture drawn only when logged), costs one warning, and SwanLab is left alone after."""
+    # INTERNALS (swanlab 0.10.3 only, see SUPPORTED): its greeting module says where the dashboard
+    # is as a run starts and ends, wrapped mid-path; where() says it once. Its warnings still print.
+    def quiet_swanlab_greetings(self) -> None:
+        """Silence SwanLab's greetings until this run ends: a notebook's own runs greet again."""
+        with contextlib.suppress(ImportError, AttributeError):
+            from swanlab.sdk.internal.run import greeting
 
-        def guarded(data: dict, step: int | None = None, **options):
-            if self.broken:
-                return None
-            try:
-                return log({k: v() if callable(v) else v for k, v in data.items()}, step, **options)
-            except Exception as err:
-                self.broken = True
-                warn(f"SwanLab stopped logging ({err}); training goes on, metrics.csv has it all.")
+            silent = dict.fromkeys(["welcome", "goodbye"], lambda *args, **kwargs: None)
+            self.on_exit.enter_context(mock.patch.multiple(greeting, **silent))
 
-        return guarded
+    def guarded_log(self, data: dict, step: int | None = None, **options):
+        """The run's log, drawing values given as functions; a failure warns, then logging stops."""
+        if self.broken:
+            return None
+        try:
+            data = {k: v() if callable(v) else v for k, v in data.items()}
+            return self.swanlab_log(data, step, **options)
+        except Exception as err:
+            self.broken = True
+            warn(f"SwanLab stopped logging ({err}); training goes on, metrics.csv has it all.")
 
     @property
     def live(self) -> bool:
@@ -761,20 +762,18 @@ class RunLog(contextlib.AbstractContextManager):
 
     def episode(self, episode: int, charts: dict) -> None:
         """A training episode's numbers: its row of metrics.csv, and the progress bar."""
-        if self.bar is None:  # a live bar in a terminal or a notebook; else evaluation lines only
+        if not self.rows:  # a live bar in a terminal or a notebook; else evaluation lines only
             self.bar = progress_bar(self.config.episode, sys.stdout.isatty() or in_notebook())
         self.env_steps += charts["train/episode_length"]
-        wall_time_s = round(time.time() - self.started, 3)
-        row = dict.fromkeys(COLUMNS) | {"episode": episode, "env_steps": self.env_steps}
-        row |= {"wall_time_s": wall_time_s, "best_avg_reward": self.best_avg_reward}
-        self.rows.append(row | columns_of(charts))
-        self.show_progress()
+        row = dict(episode=episode, env_steps=self.env_steps, best_avg_reward=self.best_avg_reward)
+        row["wall_time_s"] = round(time.time() - self.started, 3)
+        self.rows.append(dict.fromkeys(COLUMNS) | row | columns_of(charts))
+        self.show_progress(refresh=False)
         self.bar.update()
 
     @contextlib.contextmanager
     def new_best_model(self, eval_avg_reward: float, held: int):
-        """A file for the new best model's weights; best_model.pth replaced only once they are
-        whole, then best_model.json beside it: when, how well, every setting."""
+        """A file for the best model's weights: best_model.pth is replaced once they are whole."""
         weights = io.BytesIO()  # a full disk then fails in Python's write, with a clear reason
         yield weights
         save_atomically(self.output / "best_model.pth", lambda f: f.write(weights.getvalue()))
@@ -798,20 +797,14 @@ class RunLog(contextlib.AbstractContextManager):
         caption = f"episode {episode}"  # the picture is drawn only if SwanLab logs it
         picture = {"eval/policy": lambda: swanlab.Image(policy_image(q_net), caption=caption)}
         self.chart(picture, episode)
-        self.show_progress()
-        self.bar.refresh()
+        self.show_progress(refresh=True)
 
-    def show_progress(self) -> None:
+    def show_progress(self, refresh: bool) -> None:
         # What matters most first: a terminal of 80 columns cuts the bar after ε.
         keys = ["eval_avg_reward", "best_avg_reward", "train_reward", "epsilon", "env_steps"]
         numbers = numbers_line(self.rows[-1] | {"eval_avg_reward": self.last_eval}, keys, False)
         rate = self.env_steps / (time.perf_counter() - self.bar_started)
-        self.bar.set_description_str(f"{numbers} | {rate:.0f} steps/s", refresh=False)
-
-    def close_bar(self) -> None:
-        """Training is over: the bar is drawn a last time and the lines after it go below it."""
-        if self.bar is not None:
-            self.bar.close()  # a closed bar closes again as a no-op
+        self.bar.set_description_str(f"{numbers} | {rate:.0f} steps/s", refresh=refresh)
 
     def recorded(self, env: gym.Env) -> gym.Env:
         """The test env, recorded (unless --no-video) and shown in a window (with --watch)."""
@@ -820,7 +813,7 @@ class RunLog(contextlib.AbstractContextManager):
         return Window(env) if self.config.watch else env
 
     def test_episode(self, episode: int, total_reward: float) -> None:
-        self.close_bar()
+        self.bar.close()  # training is over: drawn a last time, the lines after it go below it
         print(f"test episode {episode} | reward {total_reward:.0f}", flush=True)
 
     def where(self) -> str:
@@ -831,9 +824,8 @@ class RunLog(contextlib.AbstractContextManager):
             return f"SwanLab: {self.run.url}"
         if self.run.mode == "offline":
             saved = f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
-            if not dashboard_installed():
-                return f"Dashboard: for the next runs, install it: {DASHBOARD_FIX}. {saved}"
-            return saved
+            fix = f"Dashboard: for the next runs, install it: {DASHBOARD_FIX}. "
+            return saved if dashboard_installed() else fix + saved
         cli = ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
         line = "Dashboard: " + shell_command([*cli, "watch", str(Path(self.run.dir).parent)])
         first = "run it in a cell of its own (it serves until you press stop), then"
@@ -844,7 +836,7 @@ class RunLog(contextlib.AbstractContextManager):
     def __exit__(self, kind, error, traceback) -> bool:
         """However the run ends: metrics.csv written, SwanLab closed. A video that could not be
         made is noted (exit 3), a closed window ends the playback; anything else goes on."""
-        self.close_bar()
+        self.bar.close()  # a closed bar closes again as a no-op
         if kind is WindowClosed:
             print("The window was closed: no more test episodes.", flush=True)
         elif self.making_videos and kind and not isinstance(error, WriteError | KeyboardInterrupt):
@@ -871,34 +863,20 @@ def progress_bar(episodes: int, live: bool) -> tqdm:
     place, in a kernel at most once a second so that the cell's output stays small."""
     look = "episode {n_fmt}/{total_fmt} {bar:10} {desc}"
     if live and in_notebook():
-        try:  # IProgress: None without ipywidgets; tqdm.notebook itself is there from tqdm 4.36
-            from tqdm.notebook import IProgress, tqdm_notebook
-        except ImportError:
-            IProgress = None
-        if IProgress is not None:
-            return tqdm_notebook(total=episodes, bar_format=look.replace("{bar:10}", "{bar}"))
+        with contextlib.suppress(ImportError):  # tqdm.notebook is there from tqdm 4.36
+            from tqdm.notebook import IProgress, tqdm_notebook  # IProgress: None without ipywidgets
+
+            if IProgress is not None:
+                return tqdm_notebook(total=episodes, bar_format=look.replace("{bar:10}", "{bar}"))
         return tqdm(total=episodes, bar_format=look, file=sys.stdout, mininterval=1)
     return tqdm(total=episodes, bar_format=look, disable=not live, dynamic_ncols=True)
-
-
-# INTERNALS (swanlab 0.10.3, see SUPPORTED): its greeting module prints where the dashboard is as
-# a run starts and ends, in lines that wrap mid-path; RunLog.where says it once. Its warnings and
-# errors still print; without that module (another version), its greetings stay.
-def quiet_swanlab_greetings(on_exit: contextlib.ExitStack) -> None:
-    """Silence SwanLab's greetings until `on_exit` closes: a notebook's own runs greet again."""
-    with contextlib.suppress(ImportError, AttributeError):
-        from swanlab.sdk.internal.run import greeting
-
-        silent = dict.fromkeys(["welcome", "goodbye"], lambda *args, **kwargs: None)
-        on_exit.enter_context(mock.patch.multiple(greeting, **silent))
 
 
 LEFT, RIGHT = (0, 114, 178), (230, 159, 0)  # blue and orange: told apart in colour blindness too
 
 
 def policy_image(q_net: QNetwork, angle: float = 0.21, spin: float = 2.0, cells: int = 64):
-    """The greedy action over pole angle × angular velocity, the cart at rest at the centre,
-    as a small PIL image: at ±0.21 rad the episode ends."""
+    """The greedy action by pole angle (at ±0.21 rad an episode ends) and spin, the cart at rest."""
     grid = (np.arange(cells) + 0.5) / cells * 2 - 1  # cell centres, from -1 to 1
     angles, spins = np.meshgrid(grid * angle, -grid * spin)  # the top row spins fastest right
     states = np.zeros((cells * cells, 4), np.float32)
@@ -906,37 +884,23 @@ def policy_image(q_net: QNetwork, angle: float = 0.21, spin: float = 2.0, cells:
     with torch.no_grad():  # one batched forward pass for the whole grid
         q = q_net(torch.from_numpy(states).to(q_net.fc[0].weight.device)).cpu().numpy()
     pushes_right = (q.argmax(axis=1) == 1).reshape(cells, cells, 1)
-    image, (x0, y0, size) = policy_frame(angle, spin, cells).copy(), POLICY_MAP
-    colours = Image.fromarray(np.where(pushes_right, RIGHT, LEFT).astype(np.uint8))
-    image.paste(colours.resize((size, size), Image.Resampling.NEAREST), (x0, y0))
-    draw, mid = ImageDraw.Draw(image), size // 2
-    draw.line([(x0 + mid, y0), (x0 + mid, y0 + size - 1)], "white")  # the pole upright
-    draw.line([(x0, y0 + mid), (x0 + size - 1, y0 + mid)], "white")  # the pole still
-    return image
-
-
-POLICY_MAP = (2 * 16 + 12, 16 + 10, 3 * 64)  # the map's corner and size, room for the labels
-
-
-@functools.cache
-def policy_frame(angle: float, spin: float, cells: int) -> Image.Image:
-    """The policy image's labels and legend, drawn once: the text is most of its drawing time."""
-    font, f, ink, (x0, y0, size) = ImageFont.load_default(size=16), 16, (30, 30, 30), POLICY_MAP
-    mid = size // 2
+    font, f, ink = ImageFont.load_default(size=16), 16, (30, 30, 30)
+    x0, y0, size, mid = 2 * f + 12, f + 10, 3 * cells, 3 * cells // 2  # room for the labels
     image = Image.new("RGB", (x0 + size + 2 * f + 90, y0 + size + 2 * f + 12), "white")
+    colours = np.where(pushes_right, RIGHT, LEFT).astype(np.uint8).repeat(3, 0).repeat(3, 1)
+    colours[mid] = colours[:, mid] = 255  # white lines: the pole still, and upright
+    image.paste(Image.fromarray(colours), (x0, y0))
     draw = ImageDraw.Draw(image)
-    labels = [((image.width // 2, 4), "greedy action, cart at rest", "mt")]
-    labels += [((x0 + mid, y0 + size + f + 7), "pole angle (rad)", "mt")]
+    draw.text((image.width // 2, 4), "greedy action, cart at rest", ink, font, "mt")
+    draw.text((x0 + mid, y0 + size + f + 7), "pole angle (rad)", ink, font, "mt")
     ticks = zip((0, mid, size), "lmr", "amd", (-angle, 0, angle), (spin, 0, -spin), strict=True)
     for at, x_side, y_side, a, s in ticks:
-        labels += [((x0 + at, y0 + size + 3), f"{a:g}", x_side + "t")]
-        labels += [((x0 - 4, y0 + at), f"{s:g}", "r" + y_side)]
+        draw.text((x0 + at, y0 + size + 3), f"{a:g}", ink, font, x_side + "t")
+        draw.text((x0 - 4, y0 + at), f"{s:g}", ink, font, "r" + y_side)
     for row, (name, colour) in enumerate((("push left", LEFT), ("push right", RIGHT))):
         x, y = x0 + size + 10, y0 + mid + (row - 1) * (f + 8)
         draw.rectangle([x, y, x + f - 2, y + f - 2], fill=colour)
-        labels += [((x + f + 4, y + f // 2 - 1), name, "lm")]
-    for xy, text, anchor in labels:
-        draw.text(xy, text, ink, font, anchor=anchor)
+        draw.text((x + f + 4, y + f // 2 - 1), name, ink, font, "lm")
     label = Image.new("RGB", (size + 2 * f, f + 4), "white")  # Pillow writes level: turn it
     ImageDraw.Draw(label).text((mid + f, f // 2 + 2), "angular velocity (rad/s)", ink, font, "mm")
     image.paste(label.rotate(90, expand=True), (2, y0 - f))
@@ -1036,7 +1000,7 @@ class StreamingRecordVideo(RecordVideo):
 
     def __init__(self, env: gym.Env, video_folder: str, log: RunLog):
         log.making_videos = True  # from here on, what fails costs the video only (exit 3)
-        log.close_bar()
+        log.bar.close()  # training is over: the lines after it go below the bar
         if any(Path(video_folder).glob(f"{VIDEO_PREFIX}-*")):
             print(f"Replacing the videos in {video_folder}/", flush=True)
         with warnings.catch_warnings():  # its own "overwriting" notice, said above in plain words
