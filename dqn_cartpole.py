@@ -344,7 +344,6 @@ def train_and_test(config: Config, log: "RunLog") -> None:
 import argparse
 import contextlib
 import csv
-import functools
 import io
 import json
 import linecache
@@ -556,18 +555,22 @@ def claim_folder(path: Path, flag: str) -> None:
     HELD_LOCKS[held] = lock
 
 
-def save_atomically(path: Path, write, mode: str = "wb") -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def save_atomically(files: dict[Path, bytes | Callable]) -> None:
+    """Each file's bytes (or what writes them) under a temporary name, then all renamed: a stop
+    or a full disk leaves the previous files whole, and together."""
+    tmps = {path: path.with_name(f".{path.name}.tmp") for path in files}
     try:
-        text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}  # "\n" as written
-        with open(tmp, mode, **text) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:  # a full disk, most often: the previous file is still whole
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        for path, data in files.items():
+            with open(tmps[path], "wb") as f:
+                data(f) if callable(data) else f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
+    except BaseException as error:  # a full disk, most often: the previous files are still whole
+        for tmp in tmps.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         if isinstance(error, OSError):
             raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
         raise
@@ -591,13 +594,12 @@ COLUMNS = {
 METRIC_COLUMNS = list(COLUMNS)
 
 
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    def write(f):
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)  # None becomes an empty cell
-
-    save_atomically(path, write, mode="w")
+def metrics_csv(rows: list[dict]) -> bytes:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)  # None becomes an empty cell
+    return text.getvalue().encode()
 
 
 def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
@@ -773,25 +775,31 @@ class RunLog(contextlib.AbstractContextManager):
 
     @contextlib.contextmanager
     def new_best_model(self, eval_avg_reward: float, held: int):
-        """A file for the best model's weights: best_model.pth is replaced once they are whole."""
-        weights = io.BytesIO()  # a full disk then fails in Python's write, with a clear reason
+        """A file for the best model's weights. Once they are whole, best_model.pth, its JSON and
+        metrics.csv are replaced together: output/ never holds two runs' files at once."""
+        weights = io.BytesIO()
         yield weights
-        save_atomically(self.output / "best_model.pth", lambda f: f.write(weights.getvalue()))
-        self.best_model = self.output / "best_model.pth"  # once it is there
-        row, self.best_avg_reward = self.rows[-1], eval_avg_reward
-        self.best_episode = row["episode"]
+        row = self.rows[-1]
         info = {"episode": row["episode"], "eval_avg_reward": eval_avg_reward}
         info |= {"env_steps": row["env_steps"], "seed": self.config.seed}
         info |= {"run_started_at": self.started, "config": asdict(self.config)}
         info |= {"long_check_steps": held or None, "versions": installed_versions()}
-        as_json = functools.partial(json.dump, info, indent=2)
-        save_atomically(self.output / "best_model.json", as_json, "w")
+        files = {"best_model.pth": weights.getvalue(), "metrics.csv": metrics_csv(self.rows)}
+        files["best_model.json"] = json.dumps(info, indent=2).encode()
+        save_atomically({self.output / name: data for name, data in files.items()})
+        self.best_model, self.best_episode = self.output / "best_model.pth", row["episode"]
+        self.best_avg_reward = eval_avg_reward
+
+    def save_metrics(self) -> None:
+        """metrics.csv, once this run's model is beside it: until then, the last run's stays."""
+        if self.best_model is not None:
+            save_atomically({self.output / "metrics.csv": metrics_csv(self.rows)})
 
     def evaluation(self, episode: int, charts: dict, q_net: QNetwork) -> None:
         """An evaluation: metrics.csv saved, a line printed, q_net's greedy policy pictured."""
         row, self.last_eval = self.rows[-1], charts["eval/avg_reward"]
         row |= columns_of(charts)
-        write_metrics(self.output / "metrics.csv", self.rows)
+        self.save_metrics()
         tqdm.write(numbers_line(row), file=sys.stdout)
         sys.stdout.flush()
         caption = f"episode {episode}"  # the picture is drawn only if SwanLab logs it
@@ -846,8 +854,7 @@ class RunLog(contextlib.AbstractContextManager):
             )
         handled = kind is WindowClosed or self.video_error is not None
         try:
-            if self.rows:  # the rows since the last evaluation, however training ended
-                write_metrics(self.output / "metrics.csv", self.rows)
+            self.save_metrics()  # the rows since the last evaluation, however training ended
         finally:
             aborted = stop_requested() or kind is KeyboardInterrupt
             state = "aborted" if aborted else "crashed" if kind and not handled else "success"
@@ -1289,11 +1296,9 @@ def report(config: Config, log: RunLog) -> int:
     if not config.play:
         if log.best_model is not None:
             print(f"\nBest evaluation: {log.best_avg_reward:.1f} (episode {log.best_episode})")
-            print(f"Model:   {log.best_model}")
+            print(f"Model:   {log.best_model}\nMetrics: {log.output / 'metrics.csv'}")
         else:  # stopped before the first evaluation
             print("\nNo evaluation yet, so no model was saved.")
-        if (metrics := log.output / "metrics.csv").exists():
-            print(f"Metrics: {metrics}")
         print(f"Total time: {time.time() - log.started:.1f} s")
     recorded = not config.no_video and config.test_episodes and not log.video_error
     if stop_requested():

@@ -93,8 +93,7 @@ def test_play_given_a_folder_without_a_model_names_the_file_to_give(tmp_path, ca
     assert dqn.main(["--play", str(tmp_path), *NO_EXTRAS]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == (
-        f"dqn_cartpole.py: error: --play {tmp_path}: a folder with no best_model.pth; "
-        "give a file"
+        f"dqn_cartpole.py: error: --play {tmp_path}: a folder with no best_model.pth; give a file"
     )
 
 
@@ -242,14 +241,15 @@ from pathlib import Path
 import dqn_cartpole as dqn
 agent = dqn.DQNAgent(4, 2, dqn.Config())
 agent.save_model(Path("best_model.pth"))
-dqn.write_metrics(Path("metrics.csv"), [dict.fromkeys(dqn.METRIC_COLUMNS, 1)] * 5)
+rows = [dict.fromkeys(dqn.METRIC_COLUMNS, 1)] * 5
+dqn.save_atomically({{Path("metrics.csv"): dqn.metrics_csv(rows)}})
 
 def half_then_die(f):  # the worst moment: half of the new bytes written, then SIGKILL
     f.write(b"x" * 1000)
     f.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
-dqn.save_atomically(Path({name!r}), half_then_die)
+dqn.save_atomically({{Path({name!r}): half_then_die}})
 """
 
 
@@ -292,7 +292,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_file_and_removes_the_tempor
     tmp = tmp_path / ".best_model.pth.tmp"
     tmp.symlink_to("/dev/full")  # every write to /dev/full fails with ENOSPC, as a full disk
     with pytest.raises(dqn.WriteError) as error:
-        dqn.save_atomically(target, dqn.DQNAgent(4, 2, dqn.Config()).save_model)
+        dqn.save_atomically({target: dqn.DQNAgent(4, 2, dqn.Config()).save_model})
     assert str(error.value) == f"cannot write {target}: No space left on device"
     assert target.read_bytes() == before
     assert not tmp.exists() and not tmp.is_symlink()
@@ -428,11 +428,11 @@ def test_rows_after_the_last_evaluation_are_kept_when_a_write_fails(tmp_path, mo
     real_save = dqn.save_atomically
     saves = []
 
-    def disk_full_at_the_second_model(path, write, mode="wb"):
-        saves.append(path.name)
-        if path.name == "best_model.pth" and saves.count(path.name) == 2:
-            raise dqn.WriteError(f"cannot write {path}: No space left on device")
-        real_save(path, write, mode)
+    def disk_full_at_the_second_model(files):
+        saves.extend(path.name for path in files)
+        if "best_model.pth" in {path.name for path in files} and saves.count("best_model.pth") == 2:
+            raise dqn.WriteError("cannot write best_model.pth: No space left on device")
+        real_save(files)
 
     monkeypatch.setattr(dqn, "save_atomically", disk_full_at_the_second_model)
     argv = ["--episode", "20", "--eval-every", "5", "--output-dir", str(tmp_path)]
@@ -452,7 +452,7 @@ def test_a_stop_in_the_middle_of_a_save_leaves_no_temporary_file(tmp_path):
         raise KeyboardInterrupt(signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):
-        dqn.save_atomically(target, interrupted)
+        dqn.save_atomically({target: interrupted})
     assert target.read_bytes() == before
     assert not (tmp_path / ".best_model.pth.tmp").exists()
 
