@@ -1059,7 +1059,7 @@ class StreamingRecordVideo(RecordVideo):
             said = log.read().decode(errors="replace").splitlines()
         reason = said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped"  # the first cause
         self.tmp.unlink(missing_ok=True)
-        self.ffmpeg, self.recorded_frames, self.recording = None, [], False
+        self.ffmpeg = None  # still recording: close() counts the video as cut short
         return WriteError(f"cannot write {self.path}: {reason}")
 
     def close(self) -> None:
