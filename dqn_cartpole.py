@@ -1026,22 +1026,29 @@ class StreamingRecordVideo(RecordVideo):
             self.ffmpeg = start_ffmpeg(self.tmp, size, self.frames_per_sec)
         try:
             self.ffmpeg.stdin.write(frame)
-        except OSError:  # ffmpeg has stopped: its own message says why
-            raise self.abandon() from None
+        except OSError:  # ffmpeg has stopped: WriteError, in its own words
+            self.stop_recording(kill=True)
         if self.keep_gif and number < self.GIF_SECONDS * self.frames_per_sec:
             if number % self.GIF_STEP == 0:  # CartPole has a handful of colours: 8 will do
                 small = Image.frombytes("RGB", size, frame).resize(self.GIF_SIZE)
                 self.gif_frames.append(small.quantize(8))
 
-    def stop_recording(self) -> None:
+    def stop_recording(self, kill: bool = False) -> None:
+        """ffmpeg finishes the video, which then takes its name. Killed (a video cut short) or
+        failed, its file goes, an earlier one of that name stays, and WriteError says why."""
         if self.ffmpeg is not None:
+            ffmpeg, self.ffmpeg = self.ffmpeg, None
+            if kill:
+                ffmpeg.kill()
             with contextlib.suppress(OSError):
-                self.ffmpeg.stdin.close()  # ffmpeg encodes what it still holds, ends the file
-            if self.ffmpeg.wait() != 0:
-                raise self.abandon()
-            self.ffmpeg.log.close()
-            self.ffmpeg = None
+                ffmpeg.stdin.close()  # ffmpeg encodes what it still holds, ends the file
+            with ffmpeg.log as log:
+                failed = ffmpeg.wait() != 0 or kill
+                log.seek(0)
+                said = log.read().decode(errors="replace").splitlines()
             try:
+                if failed:  # in ffmpeg's words: its first message is the first cause
+                    raise OSError(0, said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped")
                 os.replace(self.tmp, self.path)
             except OSError as error:
                 self.tmp.unlink(missing_ok=True)
@@ -1049,23 +1056,10 @@ class StreamingRecordVideo(RecordVideo):
         self.keep_gif = False  # the GIF is the start of the first video only
         self.recorded_frames, self.recording, self._video_name = [], False, None
 
-    def abandon(self) -> WriteError:
-        """Stop ffmpeg and remove the unfinished file; say why it failed, in ffmpeg's words."""
-        self.ffmpeg.kill()
-        self.ffmpeg.wait()
-        self.ffmpeg.stdin.close()
-        with self.ffmpeg.log as log:
-            log.seek(0)
-            said = log.read().decode(errors="replace").splitlines()
-        reason = said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped"  # the first cause
-        self.tmp.unlink(missing_ok=True)
-        self.ffmpeg = None  # still recording: close() counts the video as cut short
-        return WriteError(f"cannot write {self.path}: {reason}")
-
     def close(self) -> None:
-        cut_short = self.recording  # each whole episode's video was finished as it ended
-        if cut_short and self.ffmpeg is not None:
-            self.abandon()  # an earlier video of that name stays as it was
+        cut_short = self.recording  # a whole video ended with its episode; a failed one did not
+        with contextlib.suppress(WriteError):  # killed: the stop or the closed window says why
+            self.stop_recording(kill=True)
         super().close()
         if cut_short or self.episode_id < 0:
             return
