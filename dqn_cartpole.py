@@ -376,9 +376,9 @@ from tqdm import tqdm
 # ---- Versions: each library's range, checked at the start (docs/versions.md) ------------------
 # From the lowest that runs the script to the first release after the newest checked where the
 # script leans on internals, else the next major; requirements.txt asks for the same. Internals:
-# - gymnasium 1.0.0-1.4.0: RecordVideo's start_recording, stop_recording, _capture_frame,
-#   recorded_frames, recording, _video_name, episode_id, frames_per_sec; HumanRendering's
-#   _render_frame, window, clock; CartPole's render_mode and screen.
+# - gymnasium 1.0.0-1.4.0: RecordVideo's stop_recording, _capture_frame, recorded_frames,
+#   recording, _video_name, episode_id, frames_per_sec; HumanRendering's _render_frame, window,
+#   clock; CartPole's render_mode and screen.
 # - swanlab 0.8.2-0.10.3: Settings(probe=...), api_key, mode, api_host; get_run; a run's mode,
 #   url, dir, finish(state=, error=), log (guarded_log); the SIGINT handler swanlab.init sets;
 #   0.10.3 only: sdk.internal.run.greeting (quiet_swanlab_greetings).
@@ -1002,8 +1002,7 @@ class StreamingRecordVideo(RecordVideo):
         with warnings.catch_warnings():  # its own "overwriting" notice, said above in plain words
             warnings.simplefilter("ignore")
             super().__init__(env, video_folder, lambda _: True, name_prefix=VIDEO_PREFIX)
-        self.log, self.folder, self.ffmpeg = log, Path(video_folder), None
-        self.gif_frames, self.keep_gif = [], True
+        self.log, self.folder, self.ffmpeg, self.gif_frames = log, Path(video_folder), None, []
 
     def step(self, action):
         result = super().step(action)
@@ -1011,25 +1010,22 @@ class StreamingRecordVideo(RecordVideo):
             self.stop_recording()
         return result
 
-    def start_recording(self, video_name: str) -> None:
-        super().start_recording(video_name)  # a video cut short never replaces a whole one:
-        self.tmp = self.folder / f".{video_name}.tmp.mp4"
-        self.path = self.folder / f"{video_name}.mp4"
-
     def _capture_frame(self) -> None:
         if stop_requested():  # no step to finish in a frame: the stop is at once
             raise KeyboardInterrupt(stop_signal)
         frame, size = draw_cartpole(self.env.unwrapped)
+        number = len(self.recorded_frames)
         self.recorded_frames.append(None)  # RecordVideo counts them against video_length
-        number = len(self.recorded_frames) - 1
-        if self.ffmpeg is None:
+        if self.ffmpeg is None:  # a temporary name: a video cut short never replaces a whole one
+            self.path = self.folder / f"{self._video_name}.mp4"
+            self.tmp = self.folder / f".{self._video_name}.tmp.mp4"
             self.ffmpeg = start_ffmpeg(self.tmp, size, self.frames_per_sec)
         try:
             self.ffmpeg.stdin.write(frame)
         except OSError:  # ffmpeg has stopped: WriteError, in its own words
             self.stop_recording(kill=True)
-        if self.keep_gif and number < self.GIF_SECONDS * self.frames_per_sec:
-            if number % self.GIF_STEP == 0:  # CartPole has a handful of colours: 8 will do
+        if self.episode_id == 0 and number < self.GIF_SECONDS * self.frames_per_sec:
+            if number % self.GIF_STEP == 0:  # the start of the first video; 8 colours will do
                 small = Image.frombytes("RGB", size, frame).resize(self.GIF_SIZE)
                 self.gif_frames.append(small.quantize(8))
 
@@ -1053,7 +1049,6 @@ class StreamingRecordVideo(RecordVideo):
             except OSError as error:
                 self.tmp.unlink(missing_ok=True)
                 raise WriteError(f"cannot write {self.path}: {error.strerror}") from None
-        self.keep_gif = False  # the GIF is the start of the first video only
         self.recorded_frames, self.recording, self._video_name = [], False, None
 
     def close(self) -> None:
