@@ -1089,11 +1089,8 @@ def draw_cartpole(cartpole: gym.Env) -> tuple[bytes, tuple[int, int]]:
     # WHY: render() spends 2.2 of its 2.9 ms a frame copying pygame's pixels into a NumPy array
     # element by element. In any other mode than "rgb_array" or "human" it only draws; pygame
     # then gives the same pixels, row by row, in a single copy (tested against render()).
-    cartpole.render_mode = "draw only"
-    try:
+    with mock.patch.object(cartpole, "render_mode", "draw only"):
         cartpole.render()
-    finally:
-        cartpole.render_mode = "rgb_array"
     return pygame.image.tobytes(cartpole.screen, "RGB"), cartpole.screen.get_size()
 
 
@@ -1101,12 +1098,11 @@ def start_ffmpeg(path: Path, size: tuple[int, int], fps: int) -> subprocess.Pope
     """ffmpeg, reading raw RGB frames on its stdin, writing H.264 as RecordVideo's moviepy does."""
     import imageio_ffmpeg  # the ffmpeg that moviepy installs
 
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo"]
-    command += ["-pix_fmt", "rgb24", "-s", "{}x{}".format(*size), "-r", str(fps), "-i", "-"]
+    raw = "-y -v error -f rawvideo -pix_fmt rgb24 -s {}x{} -r {} -i -".format(*size, fps)
     # ultrafast, one thread: a third of the CPU of x264's defaults (larger files, ~70 KB per
     # 1000 frames, that look the same), so ffmpeg keeps pace with pygame on the other core.
-    command += ["-c:v", "libx264", "-preset", "ultrafast", "-threads", "1"]
-    command += ["-pix_fmt", "yuv420p", str(path)]
+    h264 = "-c:v libx264 -preset ultrafast -threads 1 -pix_fmt yuv420p"
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), *raw.split(), *h264.split(), str(path)]
     log = tempfile.TemporaryFile()  # ffmpeg's messages: a file, which never fills up as a pipe can
     # Its own session (process group on Windows): Ctrl-C reaches this script, which decides.
     group = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
