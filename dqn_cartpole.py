@@ -1030,20 +1030,17 @@ class StreamingRecordVideo(RecordVideo):
                 self.gif_frames.append(small.quantize(8))
 
     def stop_recording(self, kill: bool = False) -> None:
-        """ffmpeg finishes the video, which then takes its name. Killed (a video cut short) or
-        failed, its file goes, an earlier one of that name stays, and WriteError says why."""
+        """ffmpeg ends the video, which takes its name; killed (cut short) or failed, it goes."""
         if self.ffmpeg is not None:
             ffmpeg, self.ffmpeg = self.ffmpeg, None
             if kill:
                 ffmpeg.kill()
-            with contextlib.suppress(OSError):
-                ffmpeg.stdin.close()  # ffmpeg encodes what it still holds, ends the file
+            ffmpeg.communicate()  # its input closed, ffmpeg encodes what it still holds and ends
             with ffmpeg.log as log:
-                failed = ffmpeg.wait() != 0 or kill
                 log.seek(0)
                 said = log.read().decode(errors="replace").splitlines()
             try:
-                if failed:  # in ffmpeg's words: its first message is the first cause
+                if ffmpeg.returncode != 0 or kill:  # its first message is the first cause
                     raise OSError(0, said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped")
                 os.replace(self.tmp, self.path)
             except OSError as error:
@@ -1059,8 +1056,7 @@ class StreamingRecordVideo(RecordVideo):
         if cut_short or self.episode_id < 0:
             return
         for old in self.folder.glob(f"{VIDEO_PREFIX}-episode-*.mp4"):  # an earlier, longer run's
-            number = old.stem.rsplit("-", 1)[1]
-            if number.isdigit() and int(number) > self.episode_id:
+            if (number := old.stem.rsplit("-", 1)[1]).isdigit() and int(number) > self.episode_id:
                 old.unlink()
         gif = self.folder / f"{VIDEO_PREFIX}-episode-0.gif"  # the dashboard shows no mp4
         try:
