@@ -988,9 +988,8 @@ VIDEO_PREFIX = "rl-video"
 
 
 class StreamingRecordVideo(RecordVideo):
-    """RecordVideo that hands each frame to ffmpeg as it is drawn, not a whole episode at the end
-    (1500 frames: 1 GB): memory stays flat, ffmpeg encodes on the other core while pygame draws.
-    An mp4 gets its own name once its episode ends; the first also makes the dashboard's GIF."""
+    """RecordVideo that hands each frame to ffmpeg as it is drawn, not all 1500 (1 GB) at the end,
+    and ffmpeg encodes on the other core; each mp4 is named once whole, the first makes the GIF."""
 
     GIF_STEP, GIF_SECONDS, GIF_SIZE = 3, 10, (240, 160)  # 50 fps / 3: 16.7 fps, 2/5 the size
 
@@ -1011,8 +1010,6 @@ class StreamingRecordVideo(RecordVideo):
         return result
 
     def _capture_frame(self) -> None:
-        if stop_requested():  # no step to finish in a frame: the stop is at once
-            raise KeyboardInterrupt(stop_signal)
         frame, size = draw_cartpole(self.env.unwrapped)
         number = len(self.recorded_frames)
         self.recorded_frames.append(None)  # RecordVideo counts them against video_length
@@ -1082,9 +1079,10 @@ def draw_cartpole(cartpole: gym.Env) -> tuple[bytes, tuple[int, int]]:
     """CartPole's own drawing of the current state, as raw RGB bytes, and the frame's size."""
     import pygame
 
-    # WHY: render() spends 2.2 of its 2.9 ms a frame copying pygame's pixels into a NumPy array
-    # element by element. In any other mode than "rgb_array" or "human" it only draws; pygame
-    # then gives the same pixels, row by row, in a single copy (tested against render()).
+    if stop_requested():  # the videos' and the window's frames: no step to finish, stop at once
+        raise KeyboardInterrupt(stop_signal)
+    # WHY: render() spends 2.2 of its 2.9 ms copying pygame's pixels into NumPy one by one. In a
+    # mode it does not know it only draws; pygame gives the same pixels in one copy (tested).
     with mock.patch.object(cartpole, "render_mode", "draw only"):
         cartpole.render()
     return pygame.image.tobytes(cartpole.screen, "RGB"), cartpole.screen.get_size()
@@ -1114,14 +1112,11 @@ class WindowClosed(Exception):
 
 
 class Window(HumanRendering):
-    """gymnasium's HumanRendering, which shows each frame at the environment's own pace
-    (CartPole: 50 frames a second), drawing it as the videos do; closing it ends the playback."""
+    """HumanRendering (50 frames/s), drawn as the videos are; closing the window ends playback."""
 
     def _render_frame(self) -> None:
         import pygame
 
-        if stop_requested():
-            raise KeyboardInterrupt(stop_signal)
         frame, size = draw_cartpole(self.env.unwrapped)
         if self.window is None:
             pygame.display.init()
