@@ -985,13 +985,11 @@ def warn(message: str) -> None:
 
 # ---- The videos, the GIF and the window ------------------------------------------------------
 VIDEO_PREFIX = "rl-video"
+GIF_STEP, GIF_SECONDS, GIF_SIZE = 3, 10, (240, 160)  # 50 fps / 3: 16.7 fps, 2/5 the size
 
 
 class StreamingRecordVideo(RecordVideo):
-    """RecordVideo that hands each frame to ffmpeg as it is drawn, not all 1500 (1 GB) at the end,
-    and ffmpeg encodes on the other core; each mp4 is named once whole, the first makes the GIF."""
-
-    GIF_STEP, GIF_SECONDS, GIF_SIZE = 3, 10, (240, 160)  # 50 fps / 3: 16.7 fps, 2/5 the size
+    """RecordVideo handing each frame to ffmpeg as it is drawn, not all 1500 (1 GB) at the end."""
 
     def __init__(self, env: gym.Env, video_folder: str, log: RunLog):
         log.making_videos = True  # from here on, what fails costs the video only (exit 3)
@@ -1021,10 +1019,9 @@ class StreamingRecordVideo(RecordVideo):
             self.ffmpeg.stdin.write(frame)
         except OSError:  # ffmpeg has stopped: WriteError, in its own words
             self.stop_recording(kill=True)
-        if self.episode_id == 0 and number < self.GIF_SECONDS * self.frames_per_sec:
-            if number % self.GIF_STEP == 0:  # the start of the first video; 8 colours will do
-                small = Image.frombytes("RGB", size, frame).resize(self.GIF_SIZE)
-                self.gif_frames.append(small.quantize(8))
+        if self.episode_id == 0 and number in range(0, GIF_SECONDS * self.frames_per_sec, GIF_STEP):
+            small = Image.frombytes("RGB", size, frame).resize(GIF_SIZE)  # the first video's start
+            self.gif_frames.append(small.quantize(8))  # CartPole has a handful of colours
 
     def stop_recording(self, kill: bool = False) -> None:
         """ffmpeg ends the video, which takes its name; killed (cut short) or failed, it goes."""
@@ -1057,7 +1054,7 @@ class StreamingRecordVideo(RecordVideo):
                 old.unlink()
         gif = self.folder / f"{VIDEO_PREFIX}-episode-0.gif"  # the dashboard shows no mp4
         try:
-            save_gif(self.gif_frames, gif, 1000 * self.GIF_STEP // self.frames_per_sec)
+            save_gif(self.gif_frames, gif, 1000 * GIF_STEP // self.frames_per_sec)
             self.log.chart({"test/video": swanlab.Video(str(gif), caption="test episode 0")}, 0)
         except Exception as error:  # the mp4 files are there; the GIF is a bonus
             warn(f"no GIF for the dashboard ({type(error).__name__}: {error})")
