@@ -1073,7 +1073,6 @@ def save_gif(frames: list, path: Path, delay_ms: int) -> None:
 
 
 def draw_cartpole(cartpole: gym.Env) -> tuple[bytes, tuple[int, int]]:
-    """CartPole's own drawing of the current state, as raw RGB bytes, and the frame's size."""
     import pygame
 
     if stop_requested():  # the videos' and the window's frames: no step to finish, stop at once
