@@ -1060,14 +1060,6 @@ class StreamingRecordVideo(RecordVideo):
             warn(f"no GIF for the dashboard ({type(error).__name__}: {error})")
 
 
-def show_first_video(folder: Path) -> None:
-    """The first test video, in the notebook's cell: embedded, as Colab's server serves no files."""
-    from IPython.display import Video, display
-
-    if (video := folder / f"{VIDEO_PREFIX}-episode-0.mp4").is_file():
-        display(Video(str(video), embed=True, html_attributes="controls autoplay loop muted"))
-
-
 def save_gif(frames: list, path: Path, delay_ms: int) -> None:
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=delay_ms, loop=0)
 
@@ -1268,8 +1260,11 @@ def report(config: Config, log: RunLog) -> int:
     elif recorded:
         print(f"Videos:  {config.video_dir}/")
     print(log.where())
-    if recorded and not stop_requested() and in_notebook():
-        show_first_video(Path(config.video_dir))
+    first = Path(config.video_dir) / f"{VIDEO_PREFIX}-episode-0.mp4"  # none if the window closed
+    if recorded and not stop_requested() and in_notebook() and first.is_file():
+        from IPython.display import Video, display  # embedded in the cell: Colab serves no files
+
+        display(Video(str(first), embed=True, html_attributes="controls autoplay loop muted"))
     if stop_requested():
         return 128 + stop_signal
     if log.video_error:
