@@ -375,9 +375,9 @@ from tqdm import tqdm
 # ---- Versions: each library's range, checked at the start (docs/versions.md) ------------------
 # From the lowest that runs the script to the first release after the newest checked where the
 # script leans on internals, else the next major; requirements.txt asks for the same. Internals:
-# - gymnasium 1.0.0-1.4.0: RecordVideo's start_recording, stop_recording, _capture_frame,
-#   recorded_frames, recording, _video_name, episode_id, frames_per_sec; HumanRendering's
-#   _render_frame, window, clock; CartPole's render_mode and screen.
+# - gymnasium 1.0.0-1.4.0: RecordVideo's stop_recording, _capture_frame, recorded_frames,
+#   recording, _video_name, episode_id, frames_per_sec; HumanRendering's _render_frame, window,
+#   clock; CartPole's render_mode and screen.
 # - swanlab 0.8.2-0.10.3: Settings(probe=...), api_key, mode, api_host; get_run; a run's mode,
 #   url, dir, finish(state=, error=), log (guarded_log); the SIGINT handler swanlab.init sets;
 #   0.10.3 only: sdk.internal.run.greeting (quiet_swanlab_greetings).
@@ -996,14 +996,11 @@ def warn(message: str) -> None:
 
 # ---- The videos, the GIF and the window ------------------------------------------------------
 VIDEO_PREFIX = "rl-video"
+GIF_STEP, GIF_SECONDS, GIF_SIZE = 3, 10, (240, 160)  # 50 fps / 3: 16.7 fps, 2/5 the size
 
 
 class StreamingRecordVideo(RecordVideo):
-    """RecordVideo that hands each frame to ffmpeg as it is drawn, not a whole episode at the end
-    (1500 frames: 1 GB): memory stays flat, ffmpeg encodes on the other core while pygame draws.
-    An mp4 gets its own name once its episode ends; the first also makes the dashboard's GIF."""
-
-    GIF_STEP, GIF_SECONDS, GIF_SIZE = 3, 10, (240, 160)  # 50 fps / 3: 16.7 fps, 2/5 the size
+    """RecordVideo handing each frame to ffmpeg as it is drawn, not all 1500 (1 GB) at the end."""
 
     def __init__(self, env: gym.Env, video_folder: str, log: RunLog):
         log.making_videos = True  # from here on, what fails costs the video only (exit 3)
@@ -1013,8 +1010,7 @@ class StreamingRecordVideo(RecordVideo):
         with warnings.catch_warnings():  # its own "overwriting" notice, said above in plain words
             warnings.simplefilter("ignore")
             super().__init__(env, video_folder, lambda _: True, name_prefix=VIDEO_PREFIX)
-        self.log, self.folder, self.ffmpeg = log, Path(video_folder), None
-        self.gif_frames, self.keep_gif = [], True
+        self.log, self.folder, self.ffmpeg, self.gif_frames = log, Path(video_folder), None, []
 
     def step(self, action):
         result = super().step(action)
@@ -1022,82 +1018,57 @@ class StreamingRecordVideo(RecordVideo):
             self.stop_recording()
         return result
 
-    def start_recording(self, video_name: str) -> None:
-        super().start_recording(video_name)  # a video cut short never replaces a whole one:
-        self.tmp = self.folder / f".{video_name}.tmp.mp4"
-        self.path = self.folder / f"{video_name}.mp4"
-
     def _capture_frame(self) -> None:
-        if stop_requested():  # no step to finish in a frame: the stop is at once
-            raise KeyboardInterrupt(stop_signal)
         frame, size = draw_cartpole(self.env.unwrapped)
+        number = len(self.recorded_frames)
         self.recorded_frames.append(None)  # RecordVideo counts them against video_length
-        number = len(self.recorded_frames) - 1
-        if self.ffmpeg is None:
+        if self.ffmpeg is None:  # a temporary name: a video cut short never replaces a whole one
+            self.path = self.folder / f"{self._video_name}.mp4"
+            self.tmp = self.folder / f".{self._video_name}.tmp.mp4"
             self.ffmpeg = start_ffmpeg(self.tmp, size, self.frames_per_sec)
         try:
             self.ffmpeg.stdin.write(frame)
-        except OSError:  # ffmpeg has stopped: its own message says why
-            raise self.abandon() from None
-        if self.keep_gif and number < self.GIF_SECONDS * self.frames_per_sec:
-            if number % self.GIF_STEP == 0:  # CartPole has a handful of colours: 8 will do
-                small = Image.frombytes("RGB", size, frame).resize(self.GIF_SIZE)
-                self.gif_frames.append(small.quantize(8))
+        except OSError:  # ffmpeg has stopped: WriteError, in its own words
+            self.stop_recording(kill=True)
+        if self.episode_id == 0 and number in range(0, GIF_SECONDS * self.frames_per_sec, GIF_STEP):
+            small = Image.frombytes("RGB", size, frame).resize(GIF_SIZE)  # the first video's start
+            self.gif_frames.append(small.quantize(8))  # CartPole has a handful of colours
 
-    def stop_recording(self) -> None:
+    def stop_recording(self, kill: bool = False) -> None:
+        """ffmpeg ends the video, which takes its name; killed (cut short) or failed, it goes."""
         if self.ffmpeg is not None:
-            with contextlib.suppress(OSError):
-                self.ffmpeg.stdin.close()  # ffmpeg encodes what it still holds, ends the file
-            if self.ffmpeg.wait() != 0:
-                raise self.abandon()
-            self.ffmpeg.log.close()
-            self.ffmpeg = None
+            ffmpeg, self.ffmpeg = self.ffmpeg, None
+            if kill:
+                ffmpeg.kill()
+            ffmpeg.communicate()  # its input closed, ffmpeg encodes what it still holds and ends
+            with ffmpeg.log as log:
+                log.seek(0)
+                said = log.read().decode(errors="replace").splitlines()
             try:
+                if ffmpeg.returncode != 0 or kill:  # its first message is the first cause
+                    raise OSError(0, said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped")
                 os.replace(self.tmp, self.path)
             except OSError as error:
                 self.tmp.unlink(missing_ok=True)
                 raise WriteError(f"cannot write {self.path}: {error.strerror}") from None
-        self.keep_gif = False  # the GIF is the start of the first video only
         self.recorded_frames, self.recording, self._video_name = [], False, None
 
-    def abandon(self) -> WriteError:
-        """Stop ffmpeg and remove the unfinished file; say why it failed, in ffmpeg's words."""
-        self.ffmpeg.kill()
-        self.ffmpeg.wait()
-        self.ffmpeg.stdin.close()
-        with self.ffmpeg.log as log:
-            log.seek(0)
-            said = log.read().decode(errors="replace").splitlines()
-        reason = said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped"  # the first cause
-        self.tmp.unlink(missing_ok=True)
-        self.ffmpeg, self.recorded_frames, self.recording = None, [], False
-        return WriteError(f"cannot write {self.path}: {reason}")
-
     def close(self) -> None:
-        cut_short = self.recording  # each whole episode's video was finished as it ended
-        if cut_short and self.ffmpeg is not None:
-            self.abandon()  # an earlier video of that name stays as it was
+        cut_short = self.recording  # a whole video ended with its episode; a failed one did not
+        with contextlib.suppress(WriteError):  # killed: the stop or the closed window says why
+            self.stop_recording(kill=True)
         super().close()
         if cut_short or self.episode_id < 0:
             return
         for old in self.folder.glob(f"{VIDEO_PREFIX}-episode-*.mp4"):  # an earlier, longer run's
-            number = old.stem.rsplit("-", 1)[1]
-            if number.isdigit() and int(number) > self.episode_id:
+            if (number := old.stem.rsplit("-", 1)[1]).isdigit() and int(number) > self.episode_id:
                 old.unlink()
         gif = self.folder / f"{VIDEO_PREFIX}-episode-0.gif"  # the dashboard shows no mp4
         try:
-            save_gif(self.gif_frames, gif, 1000 * self.GIF_STEP // self.frames_per_sec)
+            save_gif(self.gif_frames, gif, 1000 * GIF_STEP // self.frames_per_sec)
             self.log.chart({"test/video": swanlab.Video(str(gif), caption="test episode 0")}, 0)
         except Exception as error:  # the mp4 files are there; the GIF is a bonus
             warn(f"no GIF for the dashboard ({type(error).__name__}: {error})")
-
-
-def show_first_video(folder: Path) -> None:
-    """The first test video, in the notebook's cell: embedded, as Colab's server serves no files."""
-    from IPython.display import Video, display
-
-    if (video := folder / f"{VIDEO_PREFIX}-episode-0.mp4").is_file():
-        display(Video(str(video), embed=True, html_attributes="controls autoplay loop muted"))
 
 
 def save_gif(frames: list, path: Path, delay_ms: int) -> None:
@@ -1105,17 +1076,14 @@ def save_gif(frames: list, path: Path, delay_ms: int) -> None:
 
 
 def draw_cartpole(cartpole: gym.Env) -> tuple[bytes, tuple[int, int]]:
-    """CartPole's own drawing of the current state, as raw RGB bytes, and the frame's size."""
     import pygame
 
-    # WHY: render() spends 2.2 of its 2.9 ms a frame copying pygame's pixels into a NumPy array
-    # element by element. In any other mode than "rgb_array" or "human" it only draws; pygame
-    # then gives the same pixels, row by row, in a single copy (tested against render()).
-    cartpole.render_mode = "draw only"
-    try:
+    if stop_requested():  # the videos' and the window's frames: no step to finish, stop at once
+        raise KeyboardInterrupt(stop_signal)
+    # WHY: render() spends 2.2 of its 2.9 ms copying pygame's pixels into NumPy one by one. In a
+    # mode it does not know it only draws; pygame gives the same pixels in one copy (tested).
+    with mock.patch.object(cartpole, "render_mode", "draw only"):
         cartpole.render()
-    finally:
-        cartpole.render_mode = "rgb_array"
     return pygame.image.tobytes(cartpole.screen, "RGB"), cartpole.screen.get_size()
 
 
@@ -1123,12 +1091,11 @@ def start_ffmpeg(path: Path, size: tuple[int, int], fps: int) -> subprocess.Pope
     """ffmpeg, reading raw RGB frames on its stdin, writing H.264 as RecordVideo's moviepy does."""
     import imageio_ffmpeg  # the ffmpeg that moviepy installs
 
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo"]
-    command += ["-pix_fmt", "rgb24", "-s", "{}x{}".format(*size), "-r", str(fps), "-i", "-"]
+    raw = "-y -v error -f rawvideo -pix_fmt rgb24 -s {}x{} -r {} -i -".format(*size, fps)
     # ultrafast, one thread: a third of the CPU of x264's defaults (larger files, ~70 KB per
     # 1000 frames, that look the same), so ffmpeg keeps pace with pygame on the other core.
-    command += ["-c:v", "libx264", "-preset", "ultrafast", "-threads", "1"]
-    command += ["-pix_fmt", "yuv420p", str(path)]
+    h264 = "-c:v libx264 -preset ultrafast -threads 1 -pix_fmt yuv420p"
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), *raw.split(), *h264.split(), str(path)]
     log = tempfile.TemporaryFile()  # ffmpeg's messages: a file, which never fills up as a pipe can
     # Its own session (process group on Windows): Ctrl-C reaches this script, which decides.
     group = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
@@ -1144,14 +1111,11 @@ class WindowClosed(Exception):
 
 
 class Window(HumanRendering):
-    """gymnasium's HumanRendering, which shows each frame at the environment's own pace
-    (CartPole: 50 frames a second), drawing it as the videos do; closing it ends the playback."""
+    """HumanRendering (50 frames/s), drawn as the videos are; closing the window ends playback."""
 
     def _render_frame(self) -> None:
         import pygame
 
-        if stop_requested():
-            raise KeyboardInterrupt(stop_signal)
         frame, size = draw_cartpole(self.env.unwrapped)
         if self.window is None:
             pygame.display.init()
@@ -1306,8 +1270,11 @@ def report(config: Config, log: RunLog) -> int:
     elif recorded:
         print(f"Videos:  {config.video_dir}/")
     print(log.where())
-    if recorded and not stop_requested() and in_notebook():
-        show_first_video(Path(config.video_dir))
+    first = Path(config.video_dir) / f"{VIDEO_PREFIX}-episode-0.mp4"  # none if the window closed
+    if recorded and not stop_requested() and in_notebook() and first.is_file():
+        from IPython.display import Video, display  # embedded in the cell: Colab serves no files
+
+        display(Video(str(first), embed=True, html_attributes="controls autoplay loop muted"))
     if stop_requested():
         return 128 + stop_signal
     if log.video_error:

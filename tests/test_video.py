@@ -61,6 +61,8 @@ def test_a_full_disk_while_recording_exits_4_and_keeps_the_previous_video(tmp_pa
     videos.mkdir()
     previous = videos / "rl-video-episode-0.mp4"
     previous.write_bytes(b"the user's earlier video")
+    later = videos / "rl-video-episode-1.mp4"  # from an earlier, longer run: a failed run keeps it
+    later.write_bytes(b"an earlier run's second video")
     (videos / ".rl-video-episode-0.tmp.mp4").symlink_to("/dev/full")
     args = ["--episode", "2", "--test-episodes", "1", "--max-test-steps", "200"]
     result = run_script(tmp_path, *args, "--swanlab-mode", "disabled")
@@ -70,6 +72,7 @@ def test_a_full_disk_while_recording_exits_4_and_keeps_the_previous_video(tmp_pa
         "No space left on device"
     ]
     assert previous.read_bytes() == b"the user's earlier video"
+    assert later.exists() and not (videos / "rl-video-episode-0.gif").exists()
     assert not (videos / ".rl-video-episode-0.tmp.mp4").is_symlink()
     assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)  # training is kept
 
