@@ -1011,6 +1011,7 @@ class StreamingRecordVideo(RecordVideo):
             warnings.simplefilter("ignore")
             super().__init__(env, video_folder, lambda _: True, name_prefix=VIDEO_PREFIX)
         self.log, self.folder, self.ffmpeg, self.gif_frames = log, Path(video_folder), None, []
+        self.whole = {}  # each finished video's temporary file, renamed once all are whole
 
     def step(self, action):
         result = super().step(action)
@@ -1035,7 +1036,7 @@ class StreamingRecordVideo(RecordVideo):
             self.gif_frames.append(small.quantize(8))  # CartPole has a handful of colours
 
     def stop_recording(self, kill: bool = False) -> None:
-        """ffmpeg ends the video, which takes its name; killed (cut short) or failed, it goes."""
+        """ffmpeg ends the video, for close() to name; killed (cut short) or failed, it goes."""
         if self.ffmpeg is not None:
             ffmpeg, self.ffmpeg = self.ffmpeg, None
             if kill:
@@ -1047,7 +1048,7 @@ class StreamingRecordVideo(RecordVideo):
             try:
                 if ffmpeg.returncode != 0 or kill:  # its first message is the first cause
                     raise OSError(0, said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped")
-                os.replace(self.tmp, self.path)
+                self.whole[self.tmp] = self.path
             except OSError as error:
                 self.tmp.unlink(missing_ok=True)
                 raise WriteError(f"cannot write {self.path}: {error.strerror}") from None
@@ -1058,6 +1059,15 @@ class StreamingRecordVideo(RecordVideo):
         with contextlib.suppress(WriteError):  # killed: the stop or the closed window says why
             self.stop_recording(kill=True)
         super().close()
+        try:  # the earlier videos stay until every new one is whole
+            for tmp, path in list(self.whole.items()) if not cut_short else []:
+                os.replace(tmp, path)
+                del self.whole[tmp]
+        except OSError as error:
+            raise WriteError(f"cannot write {path}: {error.strerror}") from None
+        finally:  # cut short or failed: none of this run's videos replaces an earlier one
+            for tmp in self.whole:
+                tmp.unlink(missing_ok=True)
         if cut_short or self.episode_id < 0:
             return
         for old in self.folder.glob(f"{VIDEO_PREFIX}-episode-*.mp4"):  # an earlier, longer run's
