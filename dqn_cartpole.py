@@ -442,7 +442,8 @@ VALID = {
     "> 0": "learning_rate",
     "(0, 1]": "epsilon_decay",
     "[0, 1]": "gamma epsilon_start epsilon_end",
-    ">= 0": "solved_reward early_eval_reward seed test_episodes",
+    ">= 0": "solved_reward early_eval_reward test_episodes",
+    "[0, 4294967295]": "seed",  # what NumPy's seed accepts
     ">= 1": "batch_size replay_buffer_size update_target_freq long_check_steps episode "
     "eval_every eval_episodes max_test_steps",
 }
@@ -1330,7 +1331,9 @@ def main(argv: list[str] | None = None) -> int:
             with log:  # ends the SwanLab run and writes metrics.csv, however the run ends
                 (play_saved_model if config.play else train_and_test)(config, log)
             return report(config, log)
-        except (InputError, WriteError) as error:
+        except (InputError, WriteError, MemoryError) as error:
+            if isinstance(error, MemoryError):  # the replay buffer is allocated first, at once
+                error = InputError("not enough memory for --replay-buffer-size; give a smaller one")
             print(f"dqn_cartpole.py: error: {error}", file=sys.stderr)
             return 2 if isinstance(error, InputError) else 4
         except KeyboardInterrupt as stop:  # a second signal, or one during the test videos

@@ -247,3 +247,17 @@ def test_a_model_with_non_finite_weights_is_refused_in_one_line(tmp_path, capsys
     assert dqn.main(argv) == 2  # today: it plays
     line = one_error_line(capsys)
     assert str(path) in line and any(w in line for w in ("non-finite", "NaN", "not finite"))
+
+
+# ---- 4. Values the flags accept but the libraries or the machine cannot: one line, exit 2
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--seed", str(2**32)], "argument --seed: must be in [0, 4294967295]"),
+        (["--replay-buffer-size", str(10**13)], "not enough memory for --replay-buffer-size"),
+    ],
+)
+def test_a_value_the_machine_cannot_take_is_refused_in_one_line(tmp_path, capsys, argv, says):
+    assert main_without_traceback([*argv, "--output-dir", str(tmp_path), *QUICK]) == 2
+    assert says in one_error_line(capsys)
+    assert not (tmp_path / "best_model.pth").exists()
