@@ -846,9 +846,10 @@ class RunLog(contextlib.AbstractContextManager):
         """However the run ends: metrics.csv written, SwanLab closed. A video that could not be
         made is noted (exit 3), a closed window ends the playback; anything else goes on."""
         self.bar.close()  # a closed bar closes again as a no-op
+        said = InputError | WriteError | KeyboardInterrupt  # each gets its own line in main()
         if kind is WindowClosed:
             print("The window was closed: no more test episodes.", flush=True)
-        elif self.making_videos and kind and not isinstance(error, WriteError | KeyboardInterrupt):
+        elif self.making_videos and kind and not issubclass(kind, said):
             self.video_error = (  # a full disk is exit 4; this is a library missing or broken
                 f"the test video could not be made ({type(error).__name__}: {error}). Reinstall "
                 "with `pip install -r requirements.txt` (moviepy, pygame), or use --no-video."
@@ -1129,8 +1130,12 @@ class Window(HumanRendering):
 
         frame, size = draw_cartpole(self.env.unwrapped)
         if self.window is None:
-            pygame.display.init()
-            self.window, self.clock = pygame.display.set_mode(size), pygame.time.Clock()
+            try:  # SDL_VIDEODRIVER naming a system this is not, a screen SDL cannot draw on
+                pygame.display.init()
+                self.window, self.clock = pygame.display.set_mode(size), pygame.time.Clock()
+            except pygame.error as error:
+                why = f"--watch: SDL could not open a window ({error}); without --watch"
+                raise InputError(f"{why} the test episodes are still recorded") from None
             pygame.display.set_caption("CartPole-v1 · dqn_cartpole.py")
         self.window.blit(pygame.image.frombuffer(frame, size, "RGB"), (0, 0))
         pygame.display.flip()

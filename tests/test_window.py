@@ -158,3 +158,22 @@ def test_closing_the_window_or_ctrl_c_ends_the_playback_cleanly(tmp_path, screen
     else:
         assert process.returncode == 130
         assert err.strip() == "Stopped by Ctrl-C."
+
+
+def test_a_window_sdl_cannot_open_gives_one_line_naming_watch_and_keeps_the_model(
+    tmp_path, monkeypatch, capsys
+):
+    import pygame
+
+    def refused(size):  # as SDL_VIDEODRIVER=wayland on an X session, or an 8-bit screen
+        raise pygame.error("wayland not available")
+
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setattr(pygame.display, "set_mode", refused)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--episode", "10", "--watch", "--swanlab-mode", "disabled"]
+    assert dqn.main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("dqn_cartpole.py: error: --watch: SDL could not open a window (")
+    assert "wayland not available" in line and "without --watch" in line
+    assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)
