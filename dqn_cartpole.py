@@ -1319,8 +1319,8 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(AttributeError):
                 stream.reconfigure(errors="replace")
         torch.set_num_threads(1)  # the network is tiny: a second thread costs more than it saves
-        if not config.watch:  # pygame draws the frames with no display
-            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        if not config.watch:  # pygame draws the frames with no display, whatever SDL was told
+            os.environ["SDL_VIDEODRIVER"] = "dummy"
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # no ALSA errors without a sound card
         log = RunLog(config, started)
         try:

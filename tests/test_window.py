@@ -177,3 +177,12 @@ def test_a_window_sdl_cannot_open_gives_one_line_naming_watch_and_keeps_the_mode
     assert line.startswith("dqn_cartpole.py: error: --watch: SDL could not open a window (")
     assert "wayland not available" in line and "without --watch" in line
     assert dqn.load_model(tmp_path / "output" / "best_model.pth", 4, 2)
+
+
+def test_videos_are_drawn_off_screen_whatever_sdl_videodriver_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "wayland")  # on an X session, or with no screen
+    monkeypatch.chdir(tmp_path)
+    model = balancing_model(tmp_path / "model.pth")
+    argv = ["--play", str(model), "--test-episodes", "1", "--max-test-steps", "20"]
+    assert dqn.main([*argv, "--swanlab-mode", "disabled"]) == 0
+    assert (tmp_path / "dqn_videos" / "rl-video-episode-0.mp4").stat().st_size > 0
