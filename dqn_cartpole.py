@@ -606,9 +606,10 @@ def metrics_csv(rows: list[dict]) -> bytes:
 def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
     """Rebuild a QNetwork from a saved state_dict, or raise InputError saying what is wrong."""
     try:  # a name too long raises, a symlink loop may: the system's words then
-        empty = path.is_file() and not path.stat().st_size
-        kind = "not a regular file" if path.exists() else "no such file"
-        problem = "the file is empty" if empty else None if path.is_file() else kind
+        if path.is_file():
+            problem = None if path.stat().st_size else "the file is empty"
+        else:
+            problem = "not a regular file" if path.exists() else "no such file"
     except OSError as error:
         problem = error.strerror or str(error)
     if problem:
