@@ -657,19 +657,14 @@ def swanlab_mode(requested: str, settings: "swanlab.Settings", cloud_failed: str
             mode, cloud_failed = "local", f"{settings.api_host}: {type(error).__name__}"
     if cloud_failed:
         warn(f"SwanLab cloud unavailable ({cloud_failed}); logging locally instead.")
-    if mode != "local" or dashboard_installed():
+    if mode != "local" or util.find_spec("swanboard"):  # the dashboard's package is there
         return mode
     kept = "this run is kept offline in swanlog/, and metrics.csv has every value"
     warn(f"SwanLab's dashboard is not installed ({DASHBOARD_FIX}): {kept}.")
     return "offline"
 
 
-DASHBOARD_FIX = 'pip install "swanlab[dashboard]"'
-
-
-def dashboard_installed() -> bool:
-    """Is swanboard there, the package that `swanlab watch` and SwanLab's local mode need?"""
-    return util.find_spec("swanboard") is not None
+DASHBOARD_FIX = 'pip install "swanlab[dashboard]"'  # swanboard: local mode and `swanlab watch`
 
 
 # ---- What a run reports: the dashboard, metrics.csv, best_model.json and the console ---------
@@ -835,7 +830,7 @@ class RunLog(contextlib.AbstractContextManager):
         if self.run.mode == "offline":
             saved = f"SwanLab run saved offline in {self.run.dir} (upload it with `swanlab sync`)"
             fix = f"Dashboard: for the next runs, install it: {DASHBOARD_FIX}. "
-            return saved if dashboard_installed() else fix + saved
+            return saved if util.find_spec("swanboard") else fix + saved
         cli = ["swanlab"] if shutil.which("swanlab") else [python_command(), "-m", "swanlab"]
         line = "Dashboard: " + shell_command([*cli, "watch", str(Path(self.run.dir).parent)])
         first = "run it in a cell of its own (it serves until you press stop), then"
