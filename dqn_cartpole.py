@@ -681,8 +681,7 @@ def columns_of(charts: dict) -> dict:
 
 
 class RunLog(contextlib.AbstractContextManager):
-    """What a run reports besides the lesson's swanlab.log calls: metrics.csv, best_model.json,
-    the console and the progress bar, the test videos; SwanLab's mode, and how the run ended."""
+    """All a run reports besides the lesson's swanlab.log: files, console, videos, SwanLab's run."""
 
     def __init__(self, config: Config, started: float):
         self.config, self.started, self.output = config, started, Path(config.output_dir)
@@ -693,8 +692,7 @@ class RunLog(contextlib.AbstractContextManager):
         self.on_exit = contextlib.ExitStack()  # SwanLab's greetings put back, once silenced
 
     def start_swanlab(self, init: Callable) -> None:
-        """Calls `init`, the lesson's swanlab.init, in a mode that needs no account: local if the
-        cloud refuses. SwanLab failing, now or later (guarded_log), costs one warning, no more."""
+        """Calls `init`, the lesson's swanlab.init, as the lesson's start_swanlab describes."""
         self.quiet_swanlab_greetings()
         handler = signal.getsignal(signal.SIGINT)  # put back: SwanLab's would end its run at Ctrl-C
         try:
