@@ -953,7 +953,6 @@ def stop_line(signum: int, log: RunLog) -> str:
     if log.best_model is not None:
         here = globals().get("__file__") or "dqn_cartpole.py"  # in a cell: the tutorial's name
         script = sys.argv[0] if Path(sys.argv[0]).name == Path(here).name else here  # as typed
-
         play = [python_command(), script, "--play", str(log.best_model)]
         line += f" To record the videos: {shell_command(play)}"
     return line
