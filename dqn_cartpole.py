@@ -1048,13 +1048,11 @@ class StreamingRecordVideo(RecordVideo):
             with ffmpeg.log as log:
                 log.seek(0)
                 said = log.read().decode(errors="replace").splitlines()
-            try:
-                if ffmpeg.returncode != 0 or kill:  # its first message is the first cause
-                    raise OSError(0, said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped")
-                self.whole[self.tmp] = self.path
-            except OSError as error:
+            if ffmpeg.returncode != 0 or kill:  # its first message is the first cause
                 self.tmp.unlink(missing_ok=True)
-                raise WriteError(f"cannot write {self.path}: {error.strerror}") from None
+                why = said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped"
+                raise WriteError(f"cannot write {self.path}: {why}") from None
+            self.whole[self.tmp] = self.path
         self.recorded_frames, self.recording, self._video_name = [], False, None
 
     def close(self) -> None:
