@@ -1239,21 +1239,15 @@ class Faster:
         optimizer.zero_grad = types.MethodType(zero_grad, optimizer)
 
     @staticmethod
-    @contextlib.contextmanager
-    def skip_compiler_import():
-        """While main() runs: torch.optim.Adam(...) imports PyTorch's compiler (~0.9 s) only to mark
-        add_param_group as never compiled; nothing here compiles, so it is marked as it is."""
+    def skip_compiler_import() -> contextlib.AbstractContextManager:
+        """Until main() returns, add_param_group is marked never compiled, as torch.optim.Adam(...)
+        marks it after importing PyTorch's compiler (~0.9 s), which nothing here uses."""
         # INTERNALS (torch 2.13-2.14, see SUPPORTED): torch._disable_dynamo caches its wrapper
         # as the function's __dynamo_disable. Where torch does otherwise, the import happens.
         method = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
-        ours = method is not None and not hasattr(method, "__dynamo_disable")
-        if ours:
-            setattr(method, "__dynamo_disable", method)  # (not method.__…: Python would mangle it)
-        try:
-            yield
-        finally:  # a notebook's own torch.compile, later, finds torch as it was
-            if ours:
-                delattr(method, "__dynamo_disable")
+        if method is None or hasattr(method, "__dynamo_disable"):
+            return contextlib.nullcontext()
+        return mock.patch.object(method, "__dynamo_disable", method, create=True)
 
 
 # ---- main(): the only entry point ------------------------------------------------------------
