@@ -1144,10 +1144,6 @@ class Window(HumanRendering):
 
 
 # ---- Stopping: Ctrl-C, SIGTERM, SIGHUP, one way ----------------------------------------------
-# What Ctrl-C, `timeout`, `kill`, `docker stop`, a job scheduler or a closed terminal send.
-STOP_SIGNALS = [getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
-
-
 def on_stop_signal(signum: int, frame) -> None:
     """The first signal asks for a stop after the current step; the second stops at once."""
     global stop_signal
@@ -1164,7 +1160,9 @@ def stop_signals_handled():
     One ignored at the start stays so: `nohup` ignores SIGHUP, a shell's background job SIGINT."""
     global stop_signal
     stop_signal = None
-    handled = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+    # What Ctrl-C, `timeout`, `kill`, `docker stop`, a job scheduler or a closed terminal send
+    stops = [getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    handled = [s for s in stops if signal.getsignal(s) is not signal.SIG_IGN]
     previous = {s: signal.signal(s, on_stop_signal) for s in handled}
     try:
         yield
