@@ -1178,20 +1178,17 @@ class Faster:
 
     @staticmethod
     def greedy(q_net: QNetwork) -> Callable[[np.ndarray], int] | None:
-        """q_net(state).argmax() for one state, computed with NumPy on q_net's own weights; None
-        where it cannot be: the weights on a GPU, or a layer other than Linear and ReLU."""
+        """q_net's argmax for one state, in NumPy on its own weights; None where it cannot be."""
         # WHY NUMPY: acting is one state at a time, ~300,000 times a run: PyTorch spends ~25-30 µs
         # a call on bookkeeping around <1 µs of arithmetic, NumPy ~5 µs (a default run: ~7 s less).
-        # CORRECTNESS: .numpy() gives views of q_net's own memory, not copies. Adam and
-        # load_state_dict update the weights in place, so the policy always acts on the latest ones.
+        # CORRECTNESS: views (.numpy()), not copies: it acts on what Adam and load_state_dict write.
         on_cpu = q_net.fc[0].weight.device.type == "cpu"
         if not on_cpu or not all(isinstance(layer, nn.Linear | nn.ReLU) for layer in q_net.fc):
             return None
-        # [weight, bias] for a Linear layer, [] for a ReLU, which has no parameters
         layers = [[p.detach().numpy() for p in layer.parameters()] for layer in q_net.fc]
 
         def greedy(x: np.ndarray) -> int:  # x: the state, then each layer's output
-            for weights in layers:
+            for weights in layers:  # [weight, bias] for a Linear layer, [] for a ReLU
                 x = weights[0] @ x + weights[1] if weights else np.maximum(x, 0)
             return int(x.argmax())
 
@@ -1202,11 +1199,9 @@ class Faster:
 
     @staticmethod
     def adam_steps(optimizer: optim.Adam) -> None:
-        """The optimizer's step and zero_grad without the checks around them: the function behind
-        Adam.step, on the optimizer's own settings and state, read at each step (tested: the same
-        weights, bit for bit). An Adam it would compute otherwise is left as it is."""
-        # WHY: each Adam.step passes through profiler, hook and compiler checks (~20 µs, a sixth
-        # of a gradient step); the functional Adam does the same update without them.
+        """Adam's step and zero_grad without the checks around them, on its settings and state read
+        at each step (tested: bit for bit); an Adam it would compute otherwise is left as it is."""
+        # WHY: Adam.step's profiler, hook and compiler checks: ~20 µs, a sixth of a gradient step.
         group = optimizer.param_groups[0]
         unlike = ("amsgrad", "capturable", "differentiable", "decoupled_weight_decay")
         if len(optimizer.param_groups) > 1 or any(group.get(k) for k in unlike):
