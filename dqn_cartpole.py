@@ -1266,19 +1266,17 @@ def report(config: Config, log: RunLog) -> int:
         else:  # stopped before the first evaluation
             print("\nNo evaluation yet, so no model was saved.")
         print(f"Total time: {time.time() - log.started:.1f} s")
-    recorded = not config.no_video and config.test_episodes and not log.video_error
     if stop_requested():
-        print(stop_line(stop_signal, log))
-    elif recorded:
+        print(stop_line(stop_signal, log), log.where(), sep="\n")
+        return 128 + stop_signal
+    if recorded := not config.no_video and config.test_episodes and not log.video_error:
         print(f"Videos:  {config.video_dir}/")
     print(log.where())
     first = Path(config.video_dir) / f"{VIDEO_PREFIX}-episode-0.mp4"  # none if the window closed
-    if recorded and not stop_requested() and in_notebook() and first.is_file():
+    if recorded and in_notebook() and first.is_file():
         from IPython.display import Video, display  # embedded in the cell: Colab serves no files
 
         display(Video(str(first), embed=True, html_attributes="controls autoplay loop muted"))
-    if stop_requested():
-        return 128 + stop_signal
     if log.video_error:
         print(f"error: {log.video_error}", file=sys.stderr)
         return 3
