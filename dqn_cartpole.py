@@ -1040,13 +1040,11 @@ class StreamingRecordVideo(RecordVideo):
             with ffmpeg.log as log:
                 log.seek(0)
                 said = log.read().decode(errors="replace").splitlines()
-            try:
-                if ffmpeg.returncode != 0 or kill:  # its first message is the first cause
-                    raise OSError(0, said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped")
-                self.whole[self.tmp] = self.path
-            except OSError as error:
+            if ffmpeg.returncode != 0 or kill:  # its first message is the first cause
                 self.tmp.unlink(missing_ok=True)
-                raise WriteError(f"cannot write {self.path}: {error.strerror}") from None
+                why = said[0].rsplit(": ", 1)[-1] if said else "the encoder stopped"
+                raise WriteError(f"cannot write {self.path}: {why}") from None
+            self.whole[self.tmp] = self.path
         self.recorded_frames, self.recording, self._video_name = [], False, None
 
     def close(self) -> None:
@@ -1138,10 +1136,6 @@ class Window(HumanRendering):
 
 
 # ---- Stopping: Ctrl-C, SIGTERM, SIGHUP, one way ----------------------------------------------
-# What Ctrl-C, `timeout`, `kill`, `docker stop`, a job scheduler or a closed terminal send.
-STOP_SIGNALS = [getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
-
-
 def on_stop_signal(signum: int, frame) -> None:
     """The first signal asks for a stop after the current step; the second stops at once."""
     global stop_signal
@@ -1158,7 +1152,9 @@ def stop_signals_handled():
     One ignored at the start stays so: `nohup` ignores SIGHUP, a shell's background job SIGINT."""
     global stop_signal
     stop_signal = None
-    handled = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+    # What Ctrl-C, `timeout`, `kill`, `docker stop`, a job scheduler or a closed terminal send
+    stops = [getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    handled = [s for s in stops if signal.getsignal(s) is not signal.SIG_IGN]
     previous = {s: signal.signal(s, on_stop_signal) for s in handled}
     try:
         yield
@@ -1174,20 +1170,17 @@ class Faster:
 
     @staticmethod
     def greedy(q_net: QNetwork) -> Callable[[np.ndarray], int] | None:
-        """q_net(state).argmax() for one state, computed with NumPy on q_net's own weights; None
-        where it cannot be: the weights on a GPU, or a layer other than Linear and ReLU."""
+        """q_net's argmax for one state, in NumPy on its own weights; None where it cannot be."""
         # WHY NUMPY: acting is one state at a time, ~300,000 times a run: PyTorch spends ~25-30 µs
         # a call on bookkeeping around <1 µs of arithmetic, NumPy ~5 µs (a default run: ~7 s less).
-        # CORRECTNESS: .numpy() gives views of q_net's own memory, not copies. Adam and
-        # load_state_dict update the weights in place, so the policy always acts on the latest ones.
+        # CORRECTNESS: views (.numpy()), not copies: it acts on what Adam and load_state_dict write.
         on_cpu = q_net.fc[0].weight.device.type == "cpu"
         if not on_cpu or not all(isinstance(layer, nn.Linear | nn.ReLU) for layer in q_net.fc):
             return None
-        # [weight, bias] for a Linear layer, [] for a ReLU, which has no parameters
         layers = [[p.detach().numpy() for p in layer.parameters()] for layer in q_net.fc]
 
         def greedy(x: np.ndarray) -> int:  # x: the state, then each layer's output
-            for weights in layers:
+            for weights in layers:  # [weight, bias] for a Linear layer, [] for a ReLU
                 x = weights[0] @ x + weights[1] if weights else np.maximum(x, 0)
             return int(x.argmax())
 
@@ -1198,11 +1191,9 @@ class Faster:
 
     @staticmethod
     def adam_steps(optimizer: optim.Adam) -> None:
-        """The optimizer's step and zero_grad without the checks around them: the function behind
-        Adam.step, on the optimizer's own settings and state, read at each step (tested: the same
-        weights, bit for bit). An Adam it would compute otherwise is left as it is."""
-        # WHY: each Adam.step passes through profiler, hook and compiler checks (~20 µs, a sixth
-        # of a gradient step); the functional Adam does the same update without them.
+        """Adam's step and zero_grad without the checks around them, on its settings and state read
+        at each step (tested: bit for bit); an Adam it would compute otherwise is left as it is."""
+        # WHY: Adam.step's profiler, hook and compiler checks: ~20 µs, a sixth of a gradient step.
         group = optimizer.param_groups[0]
         unlike = ("amsgrad", "capturable", "differentiable", "decoupled_weight_decay")
         if len(optimizer.param_groups) > 1 or any(group.get(k) for k in unlike):
@@ -1233,21 +1224,15 @@ class Faster:
         optimizer.zero_grad = types.MethodType(zero_grad, optimizer)
 
     @staticmethod
-    @contextlib.contextmanager
-    def skip_compiler_import():
-        """While main() runs: torch.optim.Adam(...) imports PyTorch's compiler (~0.9 s) only to mark
-        add_param_group as never compiled; nothing here compiles, so it is marked as it is."""
+    def skip_compiler_import() -> contextlib.AbstractContextManager:
+        """Until main() returns, add_param_group is marked never compiled, as torch.optim.Adam(...)
+        marks it after importing PyTorch's compiler (~0.9 s), which nothing here uses."""
         # INTERNALS (torch 2.13-2.14, see SUPPORTED): torch._disable_dynamo caches its wrapper
         # as the function's __dynamo_disable. Where torch does otherwise, the import happens.
         method = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
-        ours = method is not None and not hasattr(method, "__dynamo_disable")
-        if ours:
-            setattr(method, "__dynamo_disable", method)  # (not method.__…: Python would mangle it)
-        try:
-            yield
-        finally:  # a notebook's own torch.compile, later, finds torch as it was
-            if ours:
-                delattr(method, "__dynamo_disable")
+        if method is None or hasattr(method, "__dynamo_disable"):
+            return contextlib.nullcontext()
+        return mock.patch.object(method, "__dynamo_disable", method, create=True)
 
 
 # ---- main(): the only entry point ------------------------------------------------------------
@@ -1273,19 +1258,17 @@ def report(config: Config, log: RunLog) -> int:
         else:  # stopped before the first evaluation
             print("\nNo evaluation yet, so no model was saved.")
         print(f"Total time: {time.time() - log.started:.1f} s")
-    recorded = not config.no_video and config.test_episodes and not log.video_error
     if stop_requested():
-        print(stop_line(stop_signal, log))
-    elif recorded:
+        print(stop_line(stop_signal, log), log.where(), sep="\n")
+        return 128 + stop_signal
+    if recorded := not config.no_video and config.test_episodes and not log.video_error:
         print(f"Videos:  {config.video_dir}/")
     print(log.where())
     first = Path(config.video_dir) / f"{VIDEO_PREFIX}-episode-0.mp4"  # none if the window closed
-    if recorded and not stop_requested() and in_notebook() and first.is_file():
+    if recorded and in_notebook() and first.is_file():
         from IPython.display import Video, display  # embedded in the cell: Colab serves no files
 
         display(Video(str(first), embed=True, html_attributes="controls autoplay loop muted"))
-    if stop_requested():
-        return 128 + stop_signal
     if log.video_error:
         print(f"error: {log.video_error}", file=sys.stderr)
         return 3
