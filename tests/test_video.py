@@ -96,7 +96,8 @@ def test_the_fast_drawing_gives_exactly_the_frames_gymnasium_renders(monkeypatch
         expected = env.render()
         frame, size = dqn.draw_cartpole(env.unwrapped)
         assert size == (expected.shape[1], expected.shape[0])
-        assert frame == expected.tobytes(), f"frame {step} differs"
+        rgb = Image.frombytes("RGB", size, frame, "raw", dqn.PIXELS[1]).tobytes()
+        assert rgb == expected.tobytes(), f"frame {step} differs"
         assert env.unwrapped.render_mode == "rgb_array"  # as it was
         _, _, terminated, _, _ = env.step(step % 3 == 0)
         if terminated:
