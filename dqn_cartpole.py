@@ -373,17 +373,7 @@ from torch.torch_version import TorchVersion as Version  # PEP 440 versions, for
 from tqdm import tqdm
 
 # ---- Versions: each library's range, checked at the start (docs/versions.md) ------------------
-# From the lowest that runs the script to the first release after the newest checked where the
-# script leans on internals, else the next major; requirements.txt asks for the same. Internals:
-# - gymnasium 1.0.0-1.4.0: RecordVideo's stop_recording, _capture_frame, recorded_frames,
-#   recording, _video_name, episode_id, frames_per_sec; HumanRendering's _render_frame, window,
-#   clock; CartPole's render_mode and screen.
-# - swanlab 0.8.2-0.10.3: Settings(probe=...), api_key, mode, api_host; get_run; a run's mode,
-#   url, dir, finish(state=, error=), log (guarded_log); the SIGINT handler swanlab.init sets;
-#   0.10.3 only: sdk.internal.run.greeting (quiet_swanlab_greetings).
-# - torch 2.2.2-2.15.0: torch.optim.adam.adam and Adam's state keys (Faster.adam_steps);
-#   2.13-2.14: torch._disable_dynamo's __dynamo_disable cache (Faster.skip_compiler_import).
-
+# Where each range ends, and each internal the script leans on with its versions: that page.
 SUPPORTED = {
     "torch": ("2.2.2", "2.16"),
     "gymnasium": ("1.0.0", "1.5"),
