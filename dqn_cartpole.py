@@ -418,15 +418,6 @@ def installed_versions() -> dict[str, str | None]:
 
 
 # ---- The command line: one flag per Config field; a bad value is refused in one line ---------
-def allows(valid: str, value: float) -> bool:
-    """Is `value` finite and within `valid`: "> 0", ">= 1", "[0, 1]" or "(0, 1]"?"""
-    if valid[0] == ">":
-        low, high, closed = float(valid.split()[1]), math.inf, valid[1] == "="
-    else:  # a square bracket includes its end
-        (low, high), closed = map(float, valid[1:-1].split(",")), valid[0] == "["
-    return math.isfinite(value) and (value >= low if closed else value > low) and value <= high
-
-
 # The values each setting accepts, checked before any work starts (argparse checks the types).
 VALID = {
     "> 0": "learning_rate",
@@ -437,10 +428,22 @@ VALID = {
     ">= 1": "batch_size replay_buffer_size update_target_freq long_check_steps episode "
     "eval_every eval_episodes max_test_steps",
 }
-CHOICES = {
-    "device": ["cpu", "cuda"],
-    "swanlab_mode": ["auto", "cloud", "local", "offline", "disabled"],
-}
+CHOICES = dict(device=["cpu", "cuda"])
+CHOICES["swanlab_mode"] = ["auto", "cloud", "local", "offline", "disabled"]
+# The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
+TUTORIAL_SETTINGS = dict(learning_rate=1e-3, batch_size=64, epsilon_decay=0.995, solved_reward=0.0)
+# The flags' earlier spellings, still understood (they were renamed to the tutorial's names).
+OLD_FLAGS = dict(learning_rate="--lr", replay_buffer_size="--buffer-size", episode="--episodes")
+OLD_FLAGS["update_target_freq"] = "--target-update-freq"
+
+
+def allows(valid: str, value: float) -> bool:
+    """Is `value` finite and within `valid`: "> 0", ">= 1", "[0, 1]" or "(0, 1]"?"""
+    if valid[0] == ">":
+        low, high, closed = float(valid.split()[1]), math.inf, valid[1] == "="
+    else:  # a square bracket includes its end
+        (low, high), closed = map(float, valid[1:-1].split(",")), valid[0] == "["
+    return math.isfinite(value) and (value >= low if closed else value > low) and value <= high
 
 
 def text_given(text: str) -> str:
@@ -456,13 +459,6 @@ def setting_help() -> dict[str, str]:
     source = "".join(linecache.getlines(filename))
     config = source[source.find("class Config:") :].split("\n\n\n")[0]
     return dict(re.findall(r"^    (\w+): \w+ = .+?  # (.+)$", config, flags=re.M))
-
-
-# The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
-TUTORIAL_SETTINGS = dict(learning_rate=1e-3, batch_size=64, epsilon_decay=0.995, solved_reward=0.0)
-# The flags' earlier spellings, still understood (they were renamed to the tutorial's names).
-OLD_FLAGS = dict(learning_rate="--lr", replay_buffer_size="--buffer-size", episode="--episodes")
-OLD_FLAGS["update_target_freq"] = "--target-update-freq"
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
