@@ -453,9 +453,8 @@ def text_given(text: str) -> str:
 
 
 def setting_help() -> dict[str, str]:
-    """Each setting's --help: its comment in Config, read from this file as it is now (or from a
-    notebook's cell, which IPython keeps in linecache); none where the source cannot be read."""
-    linecache.checkcache(filename := QNetwork.forward.__code__.co_filename)
+    """Each setting's --help: its Config comment, as linecache has this file or a notebook cell."""
+    linecache.checkcache(filename := QNetwork.forward.__code__.co_filename)  # the file as it is now
     source = "".join(linecache.getlines(filename))
     config = source[source.find("class Config:") :].split("\n\n\n")[0]
     return dict(re.findall(r"^    (\w+): \w+ = .+?  # (.+)$", config, flags=re.M))
@@ -543,8 +542,7 @@ def claim_folder(path: Path, flag: str) -> None:
 
 
 def save_atomically(files: dict[Path, bytes | Callable]) -> None:
-    """Each file's bytes (or what writes them) under a temporary name, then all renamed: a stop
-    or a full disk leaves the previous files whole, and together."""
+    """Each file's bytes (or what writes them) under a temporary name, then all renamed together."""
     tmps = {path: path.with_name(f".{path.name}.tmp") for path in files}
     try:
         for path, data in files.items():
@@ -575,8 +573,7 @@ COLUMNS = {
     "q_value": ("train/q_value", "Q", "6.2f"),
     "eval_avg_reward": ("eval/avg_reward", "eval", "5.1f"),  # logged only with an evaluation
     "best_avg_reward": ("eval/best_avg_reward", "best", "5.1f"),
-    # our own check, not CartPole-v1's: the shortest of the long episodes (none if not run)
-    "long_check_steps": ("eval/long_check_steps", "held", "5d"),
+    "long_check_steps": ("eval/long_check_steps", "held", "5d"),  # none if the check was not run
 }
 METRIC_COLUMNS = list(COLUMNS)
 
