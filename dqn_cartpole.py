@@ -552,13 +552,12 @@ def save_atomically(files: dict[Path, bytes | Callable]) -> None:
                 os.fsync(f.fileno())
         for path, tmp in tmps.items():
             os.replace(tmp, path)
-    except BaseException as error:  # a full disk, most often: the previous files are still whole
+    except OSError as error:  # a full disk, most often: the previous files are still whole
+        raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:  # stopped or failed, no temporary file stays (once renamed, there is none)
         for tmp in tmps.values():
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
-        raise
 
 
 # Each column of metrics.csv: its chart on the dashboard, its name and format on the console.
