@@ -480,10 +480,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
             options |= dict(default=argparse.SUPPRESS, metavar="MODEL")
         text = helps.get(f.name) or f.name.replace("_", " ")  # argparse reads % as a format
         parser.add_argument(*names, dest=f.name, help=text.replace("%", "%%"), **options)
-    config = Config(**vars(parser.parse_args(argv)))
-    if config.tutorial_settings:  # its values become the defaults, so that a flag still wins
+    if parser.parse_args(argv).tutorial_settings:  # its values become defaults: a flag still wins
         parser.set_defaults(**TUTORIAL_SETTINGS)
-        config = Config(**vars(parser.parse_args(argv)))
+    config = Config(**vars(parser.parse_args(argv)))
     for switch in ("tutorial_settings", "no_replay", "no_target_net", "play"):  # a run of its own
         if getattr(config, switch):
             config.experiment_name += "-" + switch.replace("_", "-")
