@@ -595,7 +595,6 @@ def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
         problem = error.strerror or str(error)
     if problem:
         raise InputError(f"{path}: {problem}")
-
     try:
         # SAFETY: a plain pickle can run any code when loaded, and a "pretrained model" from a
         # stranger is exactly such a file: weights_only refuses one that names a function.
