@@ -595,9 +595,7 @@ def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
         problem = error.strerror or str(error)
     if problem:
         raise InputError(f"{path}: {problem}")
-    try:
-        # SAFETY: a plain pickle can run any code when loaded, and a "pretrained model" from a
-        # stranger is exactly such a file: weights_only refuses one that names a function.
+    try:  # SAFETY: a stranger's model file may be a pickle that runs code: weights_only refuses one
         with warnings.catch_warnings():  # its warnings would bury the one line that matters
             warnings.simplefilter("ignore")
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
