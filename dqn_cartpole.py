@@ -418,8 +418,7 @@ def installed_versions() -> dict[str, str | None]:
 
 
 # ---- The command line: one flag per Config field; a bad value is refused in one line ---------
-# The values each setting accepts, checked before any work starts (argparse checks the types).
-VALID = {
+VALID = {  # the values each setting accepts, checked before any work starts (argparse: the types)
     "> 0": "learning_rate",
     "(0, 1]": "epsilon_decay",
     "[0, 1]": "gamma epsilon_start epsilon_end",
@@ -559,8 +558,7 @@ def save_atomically(files: dict[Path, bytes | Callable]) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-# Each column of metrics.csv: its chart on the dashboard, its name and format on the console.
-COLUMNS = {
+COLUMNS = {  # each column of metrics.csv: its chart on the dashboard, its console name and format
     "episode": (None, "episode", "4d"),
     "env_steps": (None, "steps", "7d"),
     "wall_time_s": (None, None, None),
