@@ -372,8 +372,7 @@ from torch.optim.adam import adam as adam_update
 from torch.torch_version import TorchVersion as Version  # PEP 440 versions, for any library
 from tqdm import tqdm
 
-# ---- Versions: each library's range, checked at the start (docs/versions.md) ------------------
-# Where each range ends, and each internal the script leans on with its versions: that page.
+# ---- Versions, checked at the start; how each range ends, the internals used: docs/versions.md
 SUPPORTED = {
     "torch": ("2.2.2", "2.16"),
     "gymnasium": ("1.0.0", "1.5"),
