@@ -539,7 +539,7 @@ def claim_folder(path: Path, flag: str) -> None:
 
 
 def save_atomically(files: dict[Path, bytes | Callable]) -> None:
-    """Each file's bytes (or what writes them) under a temporary name, then all renamed together."""
+    """Each file's bytes (or what writes them) in a temporary file, renamed once all are whole."""
     tmps = {path: path.with_name(f".{path.name}.tmp") for path in files}
     try:
         for path, data in files.items():
