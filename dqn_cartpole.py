@@ -372,18 +372,7 @@ from torch.optim.adam import adam as adam_update
 from torch.torch_version import TorchVersion as Version  # PEP 440 versions, for any library
 from tqdm import tqdm
 
-# ---- Versions: each library's range, checked at the start (docs/versions.md) ------------------
-# From the lowest that runs the script to the first release after the newest checked where the
-# script leans on internals, else the next major; requirements.txt asks for the same. Internals:
-# - gymnasium 1.0.0-1.4.0: RecordVideo's stop_recording, _capture_frame, recorded_frames,
-#   recording, _video_name, episode_id, frames_per_sec; HumanRendering's _render_frame, window,
-#   clock; CartPole's render_mode and screen.
-# - swanlab 0.8.2-0.10.3: Settings(probe=...), api_key, mode, api_host; get_run; a run's mode,
-#   url, dir, finish(state=, error=), log (guarded_log); the SIGINT handler swanlab.init sets;
-#   0.10.3 only: sdk.internal.run.greeting (quiet_swanlab_greetings).
-# - torch 2.2.2-2.15.0: torch.optim.adam.adam and Adam's state keys (Faster.adam_steps);
-#   2.13-2.14: torch._disable_dynamo's __dynamo_disable cache (Faster.skip_compiler_import).
-
+# ---- Versions, checked at the start; how each range ends, the internals used: docs/versions.md
 SUPPORTED = {
     "torch": ("2.2.2", "2.16"),
     "gymnasium": ("1.0.0", "1.5"),
@@ -428,6 +417,24 @@ def installed_versions() -> dict[str, str | None]:
 
 
 # ---- The command line: one flag per Config field; a bad value is refused in one line ---------
+VALID = {  # the values each setting accepts, checked before any work starts (argparse: the types)
+    "> 0": "learning_rate",
+    "(0, 1]": "epsilon_decay",
+    "[0, 1]": "gamma epsilon_start epsilon_end",
+    ">= 0": "solved_reward early_eval_reward test_episodes",
+    "[0, 4294967295]": "seed",  # what NumPy's seed accepts
+    ">= 1": "batch_size replay_buffer_size update_target_freq long_check_steps episode "
+    "eval_every eval_episodes max_test_steps",
+}
+CHOICES = dict(device=["cpu", "cuda"])
+CHOICES["swanlab_mode"] = ["auto", "cloud", "local", "offline", "disabled"]
+# The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
+TUTORIAL_SETTINGS = dict(learning_rate=1e-3, batch_size=64, epsilon_decay=0.995, solved_reward=0.0)
+# The flags' earlier spellings, still understood (they were renamed to the tutorial's names).
+OLD_FLAGS = dict(learning_rate="--lr", replay_buffer_size="--buffer-size", episode="--episodes")
+OLD_FLAGS["update_target_freq"] = "--target-update-freq"
+
+
 def allows(valid: str, value: float) -> bool:
     """Is `value` finite and within `valid`: "> 0", ">= 1", "[0, 1]" or "(0, 1]"?"""
     if valid[0] == ">":
@@ -437,22 +444,6 @@ def allows(valid: str, value: float) -> bool:
     return math.isfinite(value) and (value >= low if closed else value > low) and value <= high
 
 
-# The values each setting accepts, checked before any work starts (argparse checks the types).
-VALID = {
-    "> 0": "learning_rate",
-    "(0, 1]": "epsilon_decay",
-    "[0, 1]": "gamma epsilon_start epsilon_end",
-    ">= 0": "solved_reward early_eval_reward test_episodes",
-    "[0, 4294967295]": "seed",  # what NumPy's seed accepts
-    ">= 1": "batch_size replay_buffer_size update_target_freq long_check_steps episode "
-    "eval_every eval_episodes max_test_steps",
-}
-CHOICES = {
-    "device": ["cpu", "cuda"],
-    "swanlab_mode": ["auto", "cloud", "local", "offline", "disabled"],
-}
-
-
 def text_given(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
@@ -460,19 +451,11 @@ def text_given(text: str) -> str:
 
 
 def setting_help() -> dict[str, str]:
-    """Each setting's --help: its comment in Config, read from this file as it is now (or from a
-    notebook's cell, which IPython keeps in linecache); none where the source cannot be read."""
-    linecache.checkcache(filename := QNetwork.forward.__code__.co_filename)
+    """Each setting's --help: its Config comment, as linecache has this file or a notebook cell."""
+    linecache.checkcache(filename := QNetwork.forward.__code__.co_filename)  # the file as it is now
     source = "".join(linecache.getlines(filename))
     config = source[source.find("class Config:") :].split("\n\n\n")[0]
     return dict(re.findall(r"^    (\w+): \w+ = .+?  # (.+)$", config, flags=re.M))
-
-
-# The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
-TUTORIAL_SETTINGS = dict(learning_rate=1e-3, batch_size=64, epsilon_decay=0.995, solved_reward=0.0)
-# The flags' earlier spellings, still understood (they were renamed to the tutorial's names).
-OLD_FLAGS = dict(learning_rate="--lr", replay_buffer_size="--buffer-size", episode="--episodes")
-OLD_FLAGS["update_target_freq"] = "--target-update-freq"
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -495,10 +478,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
             options |= dict(default=argparse.SUPPRESS, metavar="MODEL")
         text = helps.get(f.name) or f.name.replace("_", " ")  # argparse reads % as a format
         parser.add_argument(*names, dest=f.name, help=text.replace("%", "%%"), **options)
-    config = Config(**vars(parser.parse_args(argv)))
-    if config.tutorial_settings:  # its values become the defaults, so that a flag still wins
+    if parser.parse_args(argv).tutorial_settings:  # its values become defaults: a flag still wins
         parser.set_defaults(**TUTORIAL_SETTINGS)
-        config = Config(**vars(parser.parse_args(argv)))
+    config = Config(**vars(parser.parse_args(argv)))
     for switch in ("tutorial_settings", "no_replay", "no_target_net", "play"):  # a run of its own
         if getattr(config, switch):
             config.experiment_name += "-" + switch.replace("_", "-")
@@ -557,8 +539,7 @@ def claim_folder(path: Path, flag: str) -> None:
 
 
 def save_atomically(files: dict[Path, bytes | Callable]) -> None:
-    """Each file's bytes (or what writes them) under a temporary name, then all renamed: a stop
-    or a full disk leaves the previous files whole, and together."""
+    """Each file's bytes (or what writes them) in a temporary file, renamed once all are whole."""
     tmps = {path: path.with_name(f".{path.name}.tmp") for path in files}
     try:
         for path, data in files.items():
@@ -568,17 +549,15 @@ def save_atomically(files: dict[Path, bytes | Callable]) -> None:
                 os.fsync(f.fileno())
         for path, tmp in tmps.items():
             os.replace(tmp, path)
-    except BaseException as error:  # a full disk, most often: the previous files are still whole
+    except OSError as error:  # a full disk, most often: the previous files are still whole
+        raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:  # stopped or failed, no temporary file stays (once renamed, there is none)
         for tmp in tmps.values():
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
-        raise
 
 
-# Each column of metrics.csv: its chart on the dashboard, its name and format on the console.
-COLUMNS = {
+COLUMNS = {  # each column of metrics.csv: its chart on the dashboard, its console name and format
     "episode": (None, "episode", "4d"),
     "env_steps": (None, "steps", "7d"),
     "wall_time_s": (None, None, None),
@@ -589,8 +568,7 @@ COLUMNS = {
     "q_value": ("train/q_value", "Q", "6.2f"),
     "eval_avg_reward": ("eval/avg_reward", "eval", "5.1f"),  # logged only with an evaluation
     "best_avg_reward": ("eval/best_avg_reward", "best", "5.1f"),
-    # our own check, not CartPole-v1's: the shortest of the long episodes (none if not run)
-    "long_check_steps": ("eval/long_check_steps", "held", "5d"),
+    "long_check_steps": ("eval/long_check_steps", "held", "5d"),  # none if the check was not run
 }
 METRIC_COLUMNS = list(COLUMNS)
 
@@ -614,10 +592,7 @@ def load_model(path: Path, state_dim: int, action_dim: int) -> QNetwork:
         problem = error.strerror or str(error)
     if problem:
         raise InputError(f"{path}: {problem}")
-
-    try:
-        # SAFETY: a plain pickle can run any code when loaded, and a "pretrained model" from a
-        # stranger is exactly such a file: weights_only refuses one that names a function.
+    try:  # SAFETY: a stranger's model file may be a pickle that runs code: weights_only refuses one
         with warnings.catch_warnings():  # its warnings would bury the one line that matters
             warnings.simplefilter("ignore")
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
