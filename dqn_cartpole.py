@@ -701,7 +701,7 @@ class RunLog(contextlib.AbstractContextManager):
             if handler is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, handler)
 
-    # INTERNALS (swanlab 0.10.3 only, see SUPPORTED): its greeting module says where the dashboard
+    # INTERNALS (swanlab 0.10.3, docs/versions.md): its greeting module says where the dashboard
     # is as a run starts and ends, wrapped mid-path; where() says it once. Its warnings still print.
     def quiet_swanlab_greetings(self) -> None:
         """Silence SwanLab's greetings until this run ends: a notebook's own runs greet again."""
@@ -1088,6 +1088,10 @@ def start_ffmpeg(path: Path, size: tuple[int, int], fps: int) -> subprocess.Pope
         command, stdin=subprocess.PIPE, stderr=log, start_new_session=True, creationflags=group
     )
     ffmpeg.log = log
+    with contextlib.suppress(ImportError, AttributeError, OSError):  # Linux: a whole frame fits,
+        import fcntl  # so pygame draws the next one while ffmpeg encodes this one
+
+        fcntl.fcntl(ffmpeg.stdin, fcntl.F_SETPIPE_SZ, 1 << 20)
     return ffmpeg
 
 
@@ -1209,7 +1213,7 @@ class Faster:
     def skip_compiler_import() -> contextlib.AbstractContextManager:
         """Until main() returns, add_param_group is marked never compiled, as torch.optim.Adam(...)
         marks it after importing PyTorch's compiler (~0.9 s), which nothing here uses."""
-        # INTERNALS (torch 2.13-2.14, see SUPPORTED): torch._disable_dynamo caches its wrapper
+        # INTERNALS (torch 2.13-2.14, docs/versions.md): torch._disable_dynamo caches its wrapper
         # as the function's __dynamo_disable. Where torch does otherwise, the import happens.
         method = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
         if method is None or hasattr(method, "__dynamo_disable"):
