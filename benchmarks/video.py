@@ -11,12 +11,14 @@ login, as on a learner's first run (the tutorial's script gets SWANLAB_MODE=offl
 would ask for a login otherwise). Without --model, a model is trained first (200 episodes, no
 video, not timed). Prints a markdown table: wall time per command (min/median/max), the peak
 resident memory of its largest process (as `/usr/bin/time -v` counts it: the script or one of
-its ffmpeg children, not their sum) and, with --tutorial, each median over the tutorial's.
+its ffmpeg children, not their sum) and, with --tutorial, each median over the tutorial's. Then
+the cost of a video frame: the median --play less the median --play --no-video, over the frames.
 """
 
 import argparse
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -89,9 +91,10 @@ def main() -> int:
             sys.exit(f"training the model failed (exit {trained['returncode']}): {trained['log']}")
         model = workdir / "model" / "output" / "best_model.pth"
 
+    play = [python, script, "--play", str(model), *args.script_args]
     commands = {
-        "video phase: `dqn_cartpole.py --play MODEL`": (
-            [python, script, "--play", str(model), *args.script_args], {}),
+        "video phase: `dqn_cartpole.py --play MODEL`": (play, {}),
+        "the same without video: `--play MODEL --no-video`": ([*play, "--no-video"], {}),
         "whole run: `dqn_cartpole.py`": ([python, script, *args.script_args], {}),
     }  # fmt: skip
     if args.tutorial:
@@ -119,6 +122,14 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|" + ("---:|" if reference else ""))
     for name, runs in results.items():
         print(fmt_row(name, runs, reference))
+    video_runs, plain_runs = list(results.values())[:2]
+    with_video, without = ([r["wall_s"] for r in rs] for rs in (video_runs, plain_runs))
+    # A frame for each step of a test episode, and one for its start.
+    console = video_runs[0]["log"].read_text()
+    frames = sum(int(r) + 1 for r in re.findall(r"test episode \d+ \| reward (\d+)", console))
+    if frames and not failed:
+        cost = (statistics.median(with_video) - statistics.median(without)) / frames
+        print(f"\nA video frame: {1000 * cost:.2f} ms ({frames} frames a run, medians)")
     return 1 if failed else 0
 
 
