@@ -1102,6 +1102,8 @@ class WindowClosed(Exception):
 class Window(HumanRendering):
     """HumanRendering (50 frames/s), drawn as the videos are; closing the window ends playback."""
 
+    killed: list = []  # the window's X connection, once its loss is reported (xkill)
+
     def _render_frame(self) -> None:
         import pygame
 
@@ -1114,11 +1116,43 @@ class Window(HumanRendering):
                 why = f"--watch: SDL could not open a window ({error}); without --watch"
                 raise InputError(f"{why} the test episodes are still recorded") from None
             pygame.display.set_caption("CartPole-v1 · dqn_cartpole.py")
+            self.outlive_a_kill()
         self.window.blit(cartpole.screen, (0, 0))
         pygame.display.flip()
-        if pygame.event.get(pygame.QUIT):
+        if self.killed or pygame.event.get(pygame.QUIT):
             raise WindowClosed
         self.clock.tick(self.metadata["render_fps"])
+
+    def outlive_a_kill(self) -> None:
+        """A window killed (xkill) loses its X connection, and Xlib ends the process from C. From
+        libX11 1.7 its handlers may return instead: the next frame then ends the playback."""
+        import ctypes.util
+
+        import pygame
+
+        with contextlib.suppress(Exception):  # not X (Windows, macOS, Wayland), or an older Xlib
+            x11 = ctypes.CDLL(ctypes.util.find_library("X11"))
+            address = ctypes.pythonapi.PyCapsule_GetPointer
+            address.restype, address.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+            display = address(pygame.display.get_wm_info()["display"], b"display")
+
+            @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+            def lost(connection) -> int:  # then Xlib's exit: ours below, or the process's
+                if connection != display:  # the X server itself gone
+                    print("dqn_cartpole.py: error: --watch: the X server is gone", file=sys.stderr)
+                return 0
+
+            ended = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+            ended = ended(lambda connection, _: self.killed.append(connection))
+            x11.XSetIOErrorExitHandler.argtypes = [ctypes.c_void_p, type(ended), ctypes.c_void_p]
+            x11.XSetIOErrorExitHandler(display, ended, None)
+            x11.XSetIOErrorHandler(lost)
+            self.handlers = lost, ended  # kept alive: Xlib calls them
+
+    def close(self) -> None:
+        if self.killed:  # SDL would wait for ever on the lost connection: main() exits without it
+            self.window = self.env.unwrapped.screen = None
+        super().close()
 
 
 # ---- Stopping: Ctrl-C, SIGTERM, SIGHUP, one way ----------------------------------------------
@@ -1315,5 +1349,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # also when the whole file is pasted into a notebook's cell
     exit_code = main()
+    if Window.killed:  # pygame's own exit would wait for ever on the window's lost connection
+        sys.stdout.flush()
+        os._exit(exit_code)
     if not in_notebook():  # a kernel shows SystemExit as an error, even SystemExit(0)
         sys.exit(exit_code)

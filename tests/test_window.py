@@ -136,7 +136,7 @@ def test_watch_shows_cartpole_in_a_window_in_real_time_and_records_it_too(tmp_pa
     assert (tmp_path / "dqn_videos" / "rl-video-episode-0.mp4").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("how", ["close button", "Ctrl-C"])
+@pytest.mark.parametrize("how", ["close button", "killed", "Ctrl-C"])
 def test_closing_the_window_or_ctrl_c_ends_the_playback_cleanly(tmp_path, screen, how):
     name, client = screen
     model = balancing_model(tmp_path / "model.pth")
@@ -145,13 +145,16 @@ def test_closing_the_window_or_ctrl_c_ends_the_playback_cleanly(tmp_path, screen
     time.sleep(1)
     if how == "close button":
         ask_to_close(client, window)
+    elif how == "killed":  # as xkill does: the X server cuts the window's connection
+        window.kill_client()
+        client.flush()
     else:
         process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert "Traceback" not in err
     assert "test episode 0" not in out  # it did not play on to the end of the episode
     assert not list((tmp_path / "dqn_videos").glob("*.mp4"))  # nor keep a cut-short video
-    if how == "close button":
+    if how != "Ctrl-C":
         assert process.returncode == 0, err
         assert "The window was closed: no more test episodes." in out
         assert "swanlab watch" in out
