@@ -816,8 +816,9 @@ class RunLog(contextlib.AbstractContextManager):
         made is noted (exit 3), a closed window ends the playback; anything else goes on."""
         self.bar.close()  # a closed bar closes again as a no-op
         said = InputError | WriteError | KeyboardInterrupt  # each gets its own line in main()
-        if kind is WindowClosed:
+        if kind is WindowClosed:  # no video of this run is kept then (close())
             print("The window was closed: no more test episodes.", flush=True)
+            self.making_videos = False
         elif self.making_videos and kind and not issubclass(kind, said):
             self.video_error = (  # a full disk is exit 4; this is a library missing or broken
                 f"the test video could not be made ({type(error).__name__}: {error}). Reinstall "
@@ -1281,10 +1282,10 @@ def report(config: Config, log: RunLog) -> int:
     if stop_requested():
         print(stop_line(stop_signal, log), log.where(), sep="\n")
         return 128 + stop_signal
-    if recorded := not config.no_video and config.test_episodes and not log.video_error:
+    if recorded := log.making_videos and config.test_episodes and not log.video_error:
         print(f"Videos:  {config.video_dir}/")
     print(log.where())
-    first = Path(config.video_dir) / f"{VIDEO_PREFIX}-episode-0.mp4"  # none if the window closed
+    first = Path(config.video_dir) / f"{VIDEO_PREFIX}-episode-0.mp4"
     if recorded and in_notebook() and first.is_file():
         from IPython.display import Video, display  # embedded in the cell: Colab serves no files
 
