@@ -1131,7 +1131,9 @@ class Window(HumanRendering):
 
         import pygame
 
-        with contextlib.suppress(Exception):  # not X (Windows, macOS, Wayland), or an older Xlib
+        if pygame.display.get_driver() != "x11":  # Windows, macOS, Wayland: no Xlib to tell
+            return
+        with contextlib.suppress(Exception):  # an Xlib older than 1.7: it ends the process
             x11 = ctypes.CDLL(ctypes.util.find_library("X11"))
             address = ctypes.pythonapi.PyCapsule_GetPointer
             address.restype, address.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]

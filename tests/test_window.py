@@ -189,3 +189,15 @@ def test_videos_are_drawn_off_screen_whatever_sdl_videodriver_says(tmp_path, mon
     argv = ["--play", str(model), "--test-episodes", "1", "--max-test-steps", "20"]
     assert dqn.main([*argv, "--swanlab-mode", "disabled"]) == 0
     assert (tmp_path / "dqn_videos" / "rl-video-episode-0.mp4").stat().st_size > 0
+
+
+def test_xlibs_handlers_are_set_only_for_an_x11_window(monkeypatch):
+    import ctypes
+
+    import pygame
+
+    monkeypatch.setattr(pygame.display, "get_driver", lambda: "wayland")
+    monkeypatch.setattr(ctypes, "CDLL", lambda *args: pytest.fail("Xlib loaded for Wayland"))
+    window = dqn.Window.__new__(dqn.Window)  # its handlers would read a Wayland display as X's
+    window.outlive_a_kill()
+    assert not hasattr(window, "handlers")
