@@ -1105,19 +1105,27 @@ class Window(HumanRendering):
 
     killed: list = []  # the window's X connection, once its loss is reported (xkill)
 
+    def __init__(self, env: gym.Env):
+        """Opens the window before anything is drawn, so that its failure is said as its own."""
+        import pygame
+
+        super().__init__(env)
+        size = env.unwrapped.screen_width, env.unwrapped.screen_height
+        try:  # SDL_VIDEODRIVER naming a system this is not, a screen SDL cannot draw on
+            pygame.display.init()
+            if pygame.display.get_driver() == "offscreen":  # DISPLAY names a screen gone
+                raise pygame.error("no screen answered; SDL chose to draw off-screen")
+            self.window, self.clock = pygame.display.set_mode(size), pygame.time.Clock()
+        except pygame.error as error:
+            why = f"--watch: SDL could not open a window ({error}); without --watch"
+            raise InputError(f"{why} the test episodes are still recorded") from None
+        pygame.display.set_caption("CartPole-v1 · dqn_cartpole.py")
+        self.outlive_a_kill()
+
     def _render_frame(self) -> None:
         import pygame
 
-        _, size = draw_cartpole(cartpole := self.env.unwrapped)
-        if self.window is None:
-            try:  # SDL_VIDEODRIVER naming a system this is not, a screen SDL cannot draw on
-                pygame.display.init()
-                self.window, self.clock = pygame.display.set_mode(size), pygame.time.Clock()
-            except pygame.error as error:
-                why = f"--watch: SDL could not open a window ({error}); without --watch"
-                raise InputError(f"{why} the test episodes are still recorded") from None
-            pygame.display.set_caption("CartPole-v1 · dqn_cartpole.py")
-            self.outlive_a_kill()
+        draw_cartpole(cartpole := self.env.unwrapped)
         self.window.blit(cartpole.screen, (0, 0))
         pygame.display.flip()
         if self.killed or pygame.event.get(pygame.QUIT):

@@ -172,6 +172,7 @@ def test_a_window_sdl_cannot_open_gives_one_line_naming_watch_and_keeps_the_mode
         raise pygame.error("wayland not available")
 
     monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # a screen for SDL; set_mode refuses it
     monkeypatch.setattr(pygame.display, "set_mode", refused)
     monkeypatch.chdir(tmp_path)
     argv = ["--episode", "10", "--watch", "--swanlab-mode", "disabled"]
@@ -201,3 +202,19 @@ def test_xlibs_handlers_are_set_only_for_an_x11_window(monkeypatch):
     window = dqn.Window.__new__(dqn.Window)  # its handlers would read a Wayland display as X's
     window.outlive_a_kill()
     assert not hasattr(window, "handlers")
+
+
+def test_a_display_nobody_answers_gives_the_watch_line_and_keeps_the_earlier_videos(tmp_path):
+    # A DISPLAY left from an SSH session that has ended: SDL draws off-screen (or fails, in an
+    # older pygame), and the learner would see no window, or a video error that says reinstall.
+    model = balancing_model(tmp_path / "model.pth")
+    earlier = tmp_path / "dqn_videos" / "rl-video-episode-0.mp4"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"the earlier video")
+    result = run_script(tmp_path, "--play", str(model), "--watch", "--swanlab-mode", "disabled",
+                        DISPLAY=":97")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("dqn_cartpole.py: error: --watch: SDL could not open a window (")
+    assert "Traceback" not in result.stderr and "test episode" not in result.stdout
+    assert earlier.read_bytes() == b"the earlier video"
