@@ -1005,10 +1005,10 @@ class StreamingRecordVideo(RecordVideo):
         except OSError:  # ffmpeg has stopped: WriteError, in its own words
             self.stop_recording(kill=True)
         if self.episode_id == 0 and number in range(0, GIF_SECONDS * self.frames_per_sec, GIF_STEP):
-            small = Image.frombytes("RGB", size, frame, "raw", PIXELS[1]).resize(
-                GIF_SIZE
-            )  # the first video's start
-            self.gif_frames.append(small.quantize(8))  # CartPole has a handful of colours
+            image = Image.frombytes("RGB", size, frame, "raw", PIXELS[1])  # the first video's start
+            small = image.resize(GIF_SIZE, Image.Resampling.BOX)  # averaged: 2.5 pixels to 1
+            # CartPole has a handful of colours; the fast quantizer finds them in a third the time
+            self.gif_frames.append(small.quantize(8, Image.Quantize.FASTOCTREE))
 
     def stop_recording(self, kill: bool = False) -> None:
         """ffmpeg ends the video, for close() to name; killed (cut short) or failed, it goes."""
