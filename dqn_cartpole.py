@@ -1103,13 +1103,14 @@ class WindowClosed(Exception):
 class Window(HumanRendering):
     """HumanRendering (50 frames/s), drawn as the videos are; closing the window ends playback."""
 
-    killed: list = []  # the window's X connection, once its loss is reported (xkill)
+    killed: list = []  # the window's X connection, once Xlib reports it lost (xkill): see main
 
     def __init__(self, env: gym.Env):
         """Opens the window before anything is drawn, so that its failure is said as its own."""
         import pygame
 
         super().__init__(env)
+        self.killed.clear()  # a notebook's earlier run may have lost its window
         size = env.unwrapped.screen_width, env.unwrapped.screen_height
         try:  # SDL_VIDEODRIVER naming a system this is not, a screen SDL cannot draw on
             pygame.display.init()
@@ -1360,7 +1361,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # also when the whole file is pasted into a notebook's cell
     exit_code = main()
-    if Window.killed:  # pygame's own exit would wait for ever on the window's lost connection
+    if Window.killed and not in_notebook():  # pygame's exit would wait for ever on the lost window
         sys.stdout.flush()
         os._exit(exit_code)
     if not in_notebook():  # a kernel shows SystemExit as an error, even SystemExit(0)

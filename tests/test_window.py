@@ -218,3 +218,11 @@ def test_a_display_nobody_answers_gives_the_watch_line_and_keeps_the_earlier_vid
     assert line.startswith("dqn_cartpole.py: error: --watch: SDL could not open a window (")
     assert "Traceback" not in result.stderr and "test episode" not in result.stdout
     assert earlier.read_bytes() == b"the earlier video"
+
+
+def test_a_new_window_forgets_a_window_killed_in_an_earlier_run(monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # a notebook's kernel runs the script again
+    monkeypatch.setattr(dqn.Window, "killed", [0x1234])
+    window = dqn.Window(dqn.make_env(0, render_mode="rgb_array"))
+    assert window.killed == [] == dqn.Window.killed  # else its first frame would end playback
+    window.close()
