@@ -1159,7 +1159,7 @@ class Window(HumanRendering):
             x11.XSetIOErrorExitHandler.argtypes = [ctypes.c_void_p, type(ended), ctypes.c_void_p]
             x11.XSetIOErrorExitHandler(display, ended, None)
             x11.XSetIOErrorHandler(lost)
-            self.handlers = lost, ended  # kept alive: Xlib calls them
+            Window.handlers = lost, ended  # alive with the process: Xlib keeps the one in use
 
     def close(self) -> None:
         if self.killed:  # SDL would wait for ever on the lost connection: main() exits without it
