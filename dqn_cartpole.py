@@ -32,12 +32,13 @@ class Config:
     update_target_freq: int = 100  # copy q_net to target_net every N gradient steps
     epsilon_start: float = 1.0  # exploration rate ε at the first episode
     epsilon_end: float = 0.01  # lowest ε
-    epsilon_decay: float = 0.98  # ε × this after each episode (tutorial: 0.995)
+    epsilon_decay: float = 0.95  # ε × this after each episode (tutorial: 0.995)
+    gradient_steps: int = 4  # gradient steps after each environment step (tutorial: 1)
     # Beyond the tutorial: learning pauses once solved, and a best model must hold longer
     solved_reward: float = 500.0  # learning pauses while evaluations average this (tutorial: 0)
     long_check_steps: int = 5000  # a perfect evaluation counts once eval-episodes this long hold
     early_eval_reward: float = 100.0  # until a perfect evaluation, evaluate any episode this good
-    tutorial_settings: bool = False  # the four "tutorial:" values above, in one flag
+    tutorial_settings: bool = False  # the five "tutorial:" values above, in one flag
     no_replay: bool = False  # without experience replay (一): each update takes the latest batch
     no_target_net: bool = False  # without a target network (一): q_net gives its own TD target
     # The training loop (六)
@@ -196,8 +197,9 @@ def train_episode(env: gym.Env, agent: DQNAgent) -> tuple[float, int, list[tuple
         action = agent.choose_action(state)
         next_state, reward, terminated, truncated, _ = env.step(action)
         agent.store_experience(state, action, reward, next_state, terminated)
-        if (update := agent.train()) is not None:
-            updates.append(update)
+        for _ in range(agent.config.gradient_steps):  # more learning per step: fewer steps
+            if (update := agent.train()) is not None:
+                updates.append(update)
         total_reward += float(reward)
         steps += 1
         state = next_state
@@ -216,13 +218,6 @@ def greedy_episode(env: gym.Env, policy) -> tuple[float, int]:
         steps += 1
         if terminated or truncated:
             return total_reward, steps
-
-
-stop_signal: int | None = None  # set by Ctrl-C or SIGTERM (below the banner)
-
-
-def stop_requested() -> bool:
-    return stop_signal is not None  # training then stops after its current step
 
 
 # ==== 六、The training loop: ε-greedy episodes, an evaluation every 10, the best kept on disk.
@@ -423,13 +418,14 @@ VALID = {  # the values each setting accepts, checked before any work starts (ar
     "[0, 1]": "gamma epsilon_start epsilon_end",
     ">= 0": "solved_reward early_eval_reward test_episodes",
     "[0, 4294967295]": "seed",  # what NumPy's seed accepts
-    ">= 1": "batch_size replay_buffer_size update_target_freq long_check_steps episode "
-    "eval_every eval_episodes max_test_steps",
+    ">= 1": "batch_size replay_buffer_size update_target_freq gradient_steps long_check_steps "
+    "episode eval_every eval_episodes max_test_steps",
 }
 CHOICES = dict(device=["cpu", "cuda"])
 CHOICES["swanlab_mode"] = ["auto", "cloud", "local", "offline", "disabled"]
 # The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
-TUTORIAL_SETTINGS = dict(learning_rate=1e-3, batch_size=64, epsilon_decay=0.995, solved_reward=0.0)
+TUTORIAL_SETTINGS = dict(learning_rate=1e-3, batch_size=64, epsilon_decay=0.995, gradient_steps=1)
+TUTORIAL_SETTINGS["solved_reward"] = 0.0
 # The flags' earlier spellings, still understood (they were renamed to the tutorial's names).
 OLD_FLAGS = dict(learning_rate="--lr", replay_buffer_size="--buffer-size", episode="--episodes")
 OLD_FLAGS["update_target_freq"] = "--target-update-freq"
@@ -1168,6 +1164,13 @@ class Window(HumanRendering):
 
 
 # ---- Stopping: Ctrl-C, SIGTERM, SIGHUP, one way ----------------------------------------------
+stop_signal: int | None = None  # set by Ctrl-C or SIGTERM
+
+
+def stop_requested() -> bool:
+    return stop_signal is not None  # training then stops after its current step
+
+
 def on_stop_signal(signum: int, frame) -> None:
     """The first signal asks for a stop after the current step; the second stops at once."""
     global stop_signal

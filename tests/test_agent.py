@@ -182,6 +182,16 @@ def test_training_episode_stores_terminated_not_truncated():
     assert flags == [0.0] * (length - 1) + [1.0]
 
 
+@pytest.mark.parametrize("gradient_steps", [1, 4])
+def test_each_environment_step_takes_gradient_steps_updates_once_a_batch_exists(gradient_steps):
+    agent = make_agent(batch_size=8, gradient_steps=gradient_steps)
+    env = gym.make("CartPole-v1", max_episode_steps=20)
+    env.reset(seed=0)
+    _, length, updates = dqn.train_episode(env, agent)
+    assert length == 20  # steps 8 to 20 have a full batch: 13 steps with updates
+    assert agent.step_count == len(updates) == 13 * gradient_steps
+
+
 def test_train_returns_none_until_a_batch_exists_then_a_loss_and_a_q_value():
     agent = make_agent(batch_size=8)
     fill_buffer(agent, 7)

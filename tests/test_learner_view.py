@@ -156,6 +156,7 @@ def test_tutorial_settings_sets_the_tutorials_values_and_its_own_experiment_name
     config = dqn.parse_args(["--tutorial-settings"])
     assert (config.learning_rate, config.batch_size) == (0.001, 64)
     assert (config.epsilon_decay, config.solved_reward) == (0.995, 0.0)
+    assert config.gradient_steps == 1
     assert config.experiment_name == "DQN-CartPole-v1-tutorial-settings"
     assert dqn.parse_args([]).learning_rate == 0.003  # and nothing changes without it
 
