@@ -70,7 +70,8 @@ def test_a_console_whose_code_page_lacks_epsilon_prints_a_replacement(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("episode ")]
-    assert "| ? 0.834 |" in line and "| eval " in line  # ε became "?", the rest is there
+    epsilon = dqn.Config().epsilon_decay ** 9  # the ε episode 10 explored with
+    assert f"| ? {epsilon:.3f} |" in line and "| eval " in line  # ε became "?", the rest is there
     assert "Best evaluation:" in result.stdout
 
 
