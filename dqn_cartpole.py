@@ -179,9 +179,11 @@ class DQNAgent:
         return min(greedy_episode(env, self.greedy_action)[1] for _ in range(episodes))
 
     def pause_if_solved(self, eval_avg_reward: float, held: int) -> None:
-        """Beyond the tutorial: learning pauses while the latest evaluation is perfect and its
-        long check held. Trained on nothing but perfect episodes, DQN forgets how to recover."""
+        """Beyond the tutorial: learning pauses while the latest evaluation is perfect and its long
+        check held. Trained on nothing but perfect episodes, DQN would forget how to recover."""
         solved = self.config.solved_reward > 0 and eval_avg_reward >= self.config.solved_reward
+        if not self.learning and not solved:  # resuming: small steps, from a nearly right network
+            self.optimizer.param_groups[0]["lr"] = self.config.learning_rate / 5
         self.learning = not (solved and held >= self.config.long_check_steps)
 
     def save_model(self, file) -> None:
@@ -272,6 +274,9 @@ def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog")
         # Beyond the tutorial: a high-scoring episode is evaluated at once, before updates undo it.
         good = config.solved_reward if best[0] >= config.solved_reward else config.early_eval_reward
         promising = agent.learning and config.solved_reward > 0 and reward >= good
+        if promising and good == config.solved_reward:  # updated at each step as it played, the
+            # network is not the one that scored 500: a greedy episode of its own must score it too.
+            promising = greedy_episode(eval_env, agent.greedy_action)[0] >= good
         if episode % config.eval_every == 0 or episode == config.episode or promising:
             eval_avg_reward = agent.evaluate(eval_env, config.eval_episodes)
             held = 0  # how long the long check held; run only after a perfect evaluation

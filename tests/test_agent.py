@@ -309,9 +309,9 @@ def train(agent: dqn.DQNAgent) -> dqn.RunLog:
 
 def train_with_scripted_evaluations(
     tmp_path, monkeypatch, scores: list[float], held: list[int] | None = None
-) -> list[dict]:
+) -> tuple[list[dict], dqn.DQNAgent]:
     """Six episodes, an evaluation every two, whose averages are `scores` and whose long checks
-    hold `held` steps (all of them, if not given); returns the rows of metrics.csv."""
+    hold `held` steps (all of them, if not given); returns the rows of metrics.csv, the agent."""
     config = dqn.Config(episode=6, eval_every=2, solved_reward=500, batch_size=8)
     config.output_dir = str(tmp_path)
     agent = dqn.DQNAgent(4, 2, config)
@@ -320,7 +320,7 @@ def train_with_scripted_evaluations(
     monkeypatch.setattr(agent, "long_check", lambda env, episodes: next(checks))
     train(agent)
     with open(tmp_path / "metrics.csv") as f:
-        return list(csv.DictReader(f))
+        return list(csv.DictReader(f)), agent
 
 
 def best_episode(tmp_path) -> int:
@@ -330,7 +330,7 @@ def best_episode(tmp_path) -> int:
 def test_learning_pauses_while_the_latest_evaluation_is_solved_and_resumes_after(
     tmp_path, monkeypatch
 ):
-    rows = train_with_scripted_evaluations(tmp_path, monkeypatch, [500.0, 20.0, 500.0])
+    rows, _ = train_with_scripted_evaluations(tmp_path, monkeypatch, [500.0, 20.0, 500.0])
     learned = [row["loss"] != "" for row in rows]
     assert learned == [True, True, False, False, True, True]
     # The second perfect network, trained on the failure in between, replaces the first.
@@ -390,8 +390,30 @@ def test_until_the_first_perfect_evaluation_a_good_episode_is_evaluated_at_once(
     # 150 and 100 reach early_eval_reward (100); after the perfect one, 140 no longer does.
 
 
+def test_after_a_perfect_evaluation_a_full_length_episode_is_evaluated_if_a_greedy_one_is_too(
+    tmp_path, monkeypatch
+):
+    # Four gradient steps a step: the network at the end of an episode is not the one that played.
+    greedy_rewards = iter([120.0, 500.0])
+    monkeypatch.setattr(dqn, "greedy_episode", lambda env, policy: (next(greedy_rewards), 1))
+    train_rewards = [20.0, 150.0, 500.0, 500.0, 40.0, 40.0]
+    scores = [500.0, 480.0, 300.0, 200.0, 100.0]  # 2 (perfect, held 10 steps), 4, 5, 6; 1 spare
+    assert evaluated_episodes(tmp_path, monkeypatch, train_rewards, scores) == [2, 4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    "scores, learning_rate", [([500.0, 20.0, 500.0], 6e-4), ([480.0] * 3, 3e-3)]
+)
+def test_learning_that_resumes_after_a_pause_takes_a_fifth_of_the_step(
+    tmp_path, monkeypatch, scores, learning_rate
+):
+    _, agent = train_with_scripted_evaluations(tmp_path, monkeypatch, scores)
+    assert agent.config.learning_rate == 3e-3
+    assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(learning_rate)
+
+
 def test_a_perfect_evaluation_counts_only_once_the_long_check_holds(tmp_path, monkeypatch):
-    rows = train_with_scripted_evaluations(tmp_path, monkeypatch, [500.0] * 3, [900, 5000, 5000])
+    rows, _ = train_with_scripted_evaluations(tmp_path, monkeypatch, [500.0] * 3, [900, 5000, 5000])
     learned = [row["loss"] != "" for row in rows]
     assert learned == [True, True, True, True, False, False]  # it pauses after episode 4
     assert [row["long_check_steps"] for row in rows if row["eval_avg_reward"]] == [
