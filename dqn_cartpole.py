@@ -261,12 +261,12 @@ def train_agent(agent: DQNAgent, env: gym.Env, eval_env: gym.Env, log: "RunLog")
         reward, length, updates = train_episode(env, agent)
         if stop_requested():
             break  # Ctrl-C: a cut-short episode is not a result; what came before it is kept
-        charts = {"train/reward": reward, "train/episode_length": length}
+        charts = {"train/reward": reward}  # CartPole gives 1 a step: the reward is the length
         charts["train/epsilon"] = agent.epsilon  # the ε it explored with (the tutorial's: decayed)
         if updates:  # the means over the episode's gradient steps
             charts["train/loss"], charts["train/q_value"] = map(float, np.mean(updates, axis=0))
         swanlab.log(charts, step=episode)
-        log.episode(episode, charts)  # the same numbers: a row of metrics.csv, the progress bar
+        log.episode(episode, charts, length)  # a row of metrics.csv, the progress bar
         # Explore a little less after each episode: early on the Q-values are noise, later they
         # are worth trusting. ε stays above epsilon_end, so the agent keeps exploring a bit.
         agent.epsilon = max(config.epsilon_end, agent.epsilon * config.epsilon_decay)
@@ -563,7 +563,7 @@ COLUMNS = {  # each column of metrics.csv: its chart on the dashboard, its conso
     "env_steps": (None, "steps", "7d"),
     "wall_time_s": (None, None, None),
     "train_reward": ("train/reward", "reward", "5.0f"),
-    "episode_length": ("train/episode_length", None, None),
+    "episode_length": (None, None, None),
     "epsilon": ("train/epsilon", "ε", ".3f"),
     "loss": ("train/loss", "loss", "7.4f"),
     "q_value": ("train/q_value", "Q", "6.2f"),
@@ -664,7 +664,7 @@ class RunLog(contextlib.AbstractContextManager):
         self.run, self.broken, self.rows, self.env_steps, self.last_eval = None, False, [], 0, None
         self.bar = tqdm(disable=True)  # until the first episode: closing it does nothing
         self.best_model = self.best_episode = self.best_avg_reward = None  # once a model is saved
-        self.making_videos, self.video_error = False, None
+        self.making_videos, self.video_error, self.pictured = False, None, None
         self.on_exit = contextlib.ExitStack()  # SwanLab's greetings put back, once silenced
 
     def start_swanlab(self, init: Callable) -> None:
@@ -733,12 +733,13 @@ class RunLog(contextlib.AbstractContextManager):
         if self.live and not self.broken:
             swanlab.log(data, step=step)
 
-    def episode(self, episode: int, charts: dict) -> None:
+    def episode(self, episode: int, charts: dict, length: int) -> None:
         """A training episode's numbers: its row of metrics.csv, and the progress bar."""
         if not self.rows:  # a live bar in a terminal or a notebook; else evaluation lines only
             self.bar = progress_bar(self.config.episode, sys.stdout.isatty() or in_notebook())
-        self.env_steps += charts["train/episode_length"]
+        self.env_steps += length
         row = dict(episode=episode, env_steps=self.env_steps, best_avg_reward=self.best_avg_reward)
+        row["episode_length"] = length
         row["wall_time_s"] = round(time.time() - self.started, 3)
         self.rows.append(dict.fromkeys(COLUMNS) | row | columns_of(charts))
         self.show_progress(refresh=False)
@@ -775,7 +776,11 @@ class RunLog(contextlib.AbstractContextManager):
         sys.stdout.flush()
         caption = f"episode {episode}"  # the picture is drawn only if SwanLab logs it
         picture = {"eval/policy": lambda: swanlab.Image(policy_image(q_net), caption=caption)}
-        self.chart(picture, episode)
+        # A new picture only if learning changed the network: a paused one is as pictured last.
+        weights = torch.cat([p.detach().flatten() for p in q_net.parameters()])
+        if self.pictured is None or not torch.equal(weights, self.pictured):
+            self.pictured = weights.clone()
+            self.chart(picture, episode)
         self.show_progress(refresh=True)
 
     def show_progress(self, refresh: bool) -> None:

@@ -120,6 +120,14 @@ def swanlab_entries(swanlog: Path, name: str, run: int = 0) -> list[dict]:
     return entries
 
 
+def swanlab_charts(swanlog: Path) -> set[str]:
+    """The names of the charts in a local SwanLab folder."""
+    return {
+        name
+        for (name,) in sqlite3.connect(swanlog / "runs.swanlab").execute("SELECT name FROM tag")
+    }
+
+
 def swanlab_metric(swanlog: Path, name: str, run: int = 0) -> list:
     """The values logged under `name`, one per step."""
     return [entry["data"] for entry in swanlab_entries(swanlog, name, run)]

@@ -108,6 +108,23 @@ def test_each_evaluation_puts_an_image_of_the_greedy_policy_on_the_dashboard(sma
         assert all(image.stat().st_size < 50_000 for image in stored)
 
 
+def test_an_evaluation_pictures_the_policy_only_if_the_network_changed_since_the_last_picture(
+    tmp_path, monkeypatch
+):
+    pictured = []
+    monkeypatch.setattr(dqn.RunLog, "chart", lambda self, data, step: pictured.append(step))
+    net, config = dqn.QNetwork(4, 2), dqn.Config(output_dir=str(tmp_path), swanlab_mode="disabled")
+    with dqn.RunLog(config, started=0.0) as log:
+        dqn.start_swanlab(config, log)
+        for episode in (10, 20, 30):  # paused from 10 to 20; learning again by 30
+            if episode == 30:
+                with torch.no_grad():
+                    net.fc[0].bias.add_(0.1)
+            log.episode(episode, {"train/reward": 20.0}, length=20)
+            log.evaluation(episode, {"eval/avg_reward": 20.0, "eval/best_avg_reward": 20.0}, net)
+    assert pictured == [10, 30]
+
+
 def network_that_always_pushes(action: int) -> dqn.QNetwork:
     net = dqn.QNetwork(4, 2)
     with torch.no_grad():
