@@ -779,7 +779,7 @@ class RunLog(contextlib.AbstractContextManager):
         # A new picture only if learning changed the network: a paused one is as pictured last.
         weights = torch.cat([p.detach().flatten() for p in q_net.parameters()])
         if self.pictured is None or not torch.equal(weights, self.pictured):
-            self.pictured = weights.clone()
+            self.pictured = weights  # torch.cat made a copy: later steps do not change it
             self.chart(picture, episode)
         self.show_progress(refresh=True)
 
