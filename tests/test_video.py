@@ -2,6 +2,7 @@
 written whole or not at all, and a full disk said in one line."""
 
 import imageio_ffmpeg
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -92,15 +93,19 @@ def test_the_fast_drawing_gives_exactly_the_frames_gymnasium_renders(monkeypatch
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     env = dqn.make_env(3, render_mode="rgb_array")
     env.reset()
-    for step in range(40):  # frames of a moving cart and a falling pole
+    # An episode's frames, then carts at and beyond the screen's edges (shapes that pygame clips)
+    # with poles at every angle, each drawn over the one before it.
+    states = [np.array([x, 0, angle, 0]) for x in (-2.7, -2.41, 0.03, 2.38, 2.55) for angle in
+              np.linspace(-np.pi, np.pi, 29)]  # fmt: skip
+    for step in range(40 + len(states)):
+        if step >= 40:
+            env.unwrapped.state = states[step - 40]
         expected = env.render()
         frame, size = dqn.draw_cartpole(env.unwrapped)
         assert size == (expected.shape[1], expected.shape[0])
         rgb = Image.frombytes("RGB", size, frame, "raw", dqn.PIXELS[1]).tobytes()
         assert rgb == expected.tobytes(), f"frame {step} differs"
-        assert env.unwrapped.render_mode == "rgb_array"  # as it was
-        _, _, terminated, _, _ = env.step(step % 3 == 0)
-        if terminated:
+        if step < 40 and env.step(step % 3 == 0)[2]:  # frames of a moving cart and a falling pole
             env.reset()
 
 
