@@ -974,8 +974,6 @@ def warn(message: str) -> None:
 # ---- The videos, the GIF and the window ------------------------------------------------------
 VIDEO_PREFIX = "rl-video"
 GIF_STEP, GIF_SECONDS, GIF_SIZE = 3, 10, (240, 160)  # 50 fps / 3: 16.7 fps, 2/5 the size
-# pygame's 32-bit pixels byte by byte, as ffmpeg and Pillow name them: the frames need no converting
-PIXELS = ("bgr0", "BGRX") if sys.byteorder == "little" else ("0rgb", "XRGB")
 
 
 class StreamingRecordVideo(RecordVideo):
@@ -1011,7 +1009,7 @@ class StreamingRecordVideo(RecordVideo):
         except OSError:  # ffmpeg has stopped: WriteError, in its own words
             self.stop_recording(kill=True)
         if self.episode_id == 0 and number in range(0, GIF_SECONDS * self.frames_per_sec, GIF_STEP):
-            image = Image.frombytes("RGB", size, frame, "raw", PIXELS[1])  # the first video's start
+            image = Image.frombytes("RGB", size, frame)  # the first video's start
             small = image.resize(GIF_SIZE, Image.Resampling.BOX)  # averaged: 2.5 pixels to 1
             # CartPole has a handful of colours; the fast quantizer finds them in a third the time
             self.gif_frames.append(small.quantize(8, Image.Quantize.FASTOCTREE))
@@ -1064,17 +1062,16 @@ def save_gif(frames: list, path: Path, delay_ms: int) -> None:
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=delay_ms, loop=0)
 
 
-def draw_cartpole(cartpole: gym.Env) -> tuple[bytes, tuple[int, int]]:
-    """CartPole's next frame as its render() draws it, its pixels as pygame keeps them (PIXELS)."""
+def draw_cartpole(cartpole: gym.Env) -> tuple[np.ndarray, tuple[int, int]]:
+    """CartPole's next frame, as its render() draws it (rows of RGB pixels), and its size."""
     import pygame
     from pygame import gfxdraw
 
     if stop_requested():  # the videos' and the window's frames: no step to finish, stop at once
         raise KeyboardInterrupt(stop_signal)
     # WHY: render() draws all 600x400 pixels afresh, turns them upside down, copies them, and
-    # NumPy copies them one by one (3 ms). Only the cart and the pole move: here only a box round
-    # them is drawn again, render()'s shapes moved by whole pixels (tested: the same frames), in
-    # 0.2 ms.
+    # NumPy copies them one by one (3 ms). Only the cart and the pole move: only a box round them
+    # is drawn again here, render()'s shapes moved by whole pixels (tested: the same frames).
     size = width, height = cartpole.screen_width, cartpole.screen_height
     scale, rail = width / (cartpole.x_threshold * 2), 100  # the cart's middle is 100 px up
     if getattr(cartpole, "ground", None) is None:  # the empty picture: white, the rail in black
@@ -1082,6 +1079,7 @@ def draw_cartpole(cartpole: gym.Env) -> tuple[bytes, tuple[int, int]]:
         cartpole.ground.fill("white")
         gfxdraw.hline(cartpole.ground, 0, width, height - 1 - rail, (0, 0, 0))
         cartpole.screen, cartpole.drawn = cartpole.ground.copy(), cartpole.ground.get_rect()
+        cartpole.rgb = np.zeros((height, width, 3), np.uint8)
     position, _, angle, _ = cartpole.state
     cart_x, top = position * scale + width / 2.0, scale * (2 * cartpole.length) - 5
     cart = [(cart_x + x, rail + y) for x, y in ((-25, -15), (-25, 15), (25, 15), (25, -15))]
@@ -1101,17 +1099,21 @@ def draw_cartpole(cartpole: gym.Env) -> tuple[bytes, tuple[int, int]]:
     for circle in gfxdraw.aacircle, gfxdraw.filled_circle:  # the axle
         circle(box, int(cart_x) - left, int(rail + 7.5) - bottom, 5, (129, 132, 203))
     gfxdraw.hline(box, -left, width - left, rail - bottom, (0, 0, 0))
-    cartpole.screen.blit(cartpole.ground, cartpole.drawn, cartpole.drawn)  # the last box, erased
+    erased = cartpole.screen.blit(cartpole.ground, cartpole.drawn, cartpole.drawn)  # the last box
     box = pygame.transform.flip(box, False, True)  # render() draws upwards
     cartpole.drawn = cartpole.screen.blit(box, (left, height - bottom - box.get_height()))
-    return cartpole.screen.get_buffer().raw, size
+    pixels = pygame.surfarray.pixels3d(cartpole.screen)  # RGB, whatever the order in memory
+    for x, y, w, h in erased, cartpole.drawn:  # into the frame ffmpeg reads: 3/4 of pygame's bytes
+        cartpole.rgb[y : y + h, x : x + w] = pixels[x : x + w, y : y + h].transpose(1, 0, 2)
+    del pixels  # it locks the screen, which the next blit draws on
+    return cartpole.rgb, size
 
 
 def start_ffmpeg(path: Path, size: tuple[int, int], fps: int) -> subprocess.Popen:
     """ffmpeg, reading raw frames on its stdin, writing H.264 as RecordVideo's moviepy does."""
     import imageio_ffmpeg  # the ffmpeg that moviepy installs
 
-    raw = "-y -v error -f rawvideo -pix_fmt {} -s {}x{} -r {} -i -".format(PIXELS[0], *size, fps)
+    raw = "-y -v error -f rawvideo -pix_fmt rgb24 -s {}x{} -r {} -i -".format(*size, fps)
     # ultrafast, one thread: a third of the CPU of x264's defaults (larger files, ~70 KB per
     # 1000 frames, that look the same), so ffmpeg keeps pace with pygame on the other core.
     h264 = "-c:v libx264 -preset ultrafast -threads 1 -pix_fmt yuv420p"
