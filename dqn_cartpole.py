@@ -385,6 +385,7 @@ SUPPORTED = {
     "requests": ("2.28", "3"),
 }
 EXTRAS = {"gymnasium": "[classic-control]", "swanlab": "[dashboard]"}  # as requirements.txt says
+DASHBOARD_FIX = 'pip install "swanlab[dashboard]"'  # swanboard: local mode and `swanlab watch`
 
 
 def version_problems(installed: dict[str, str | None], pip: str = "pip") -> list[str]:
@@ -426,8 +427,7 @@ VALID = {  # the values each setting accepts, checked before any work starts (ar
     ">= 1": "batch_size replay_buffer_size update_target_freq gradient_steps long_check_steps "
     "episode eval_every eval_episodes max_test_steps",
 }
-CHOICES = dict(device=["cpu", "cuda"])
-CHOICES["swanlab_mode"] = ["auto", "cloud", "local", "offline", "disabled"]
+CHOICES = dict(device=["cpu", "cuda"], swanlab_mode="auto cloud local offline disabled".split())
 # The tutorial's own values, for --tutorial-settings: run with and without, compare on SwanLab.
 TUTORIAL_SETTINGS = dict(learning_rate=1e-3, batch_size=64, epsilon_decay=0.995, gradient_steps=1)
 TUTORIAL_SETTINGS["solved_reward"] = 0.0
@@ -575,8 +575,7 @@ METRIC_COLUMNS = list(COLUMNS)
 
 
 def metrics_csv(rows: list[dict]) -> bytes:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS)
+    writer = csv.DictWriter(text := io.StringIO(), fieldnames=METRIC_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)  # None becomes an empty cell
     return text.getvalue().encode()
@@ -638,9 +637,6 @@ def swanlab_mode(requested: str, settings: "swanlab.Settings", cloud_failed: str
     kept = "this run is kept offline in swanlog/, and metrics.csv has every value"
     warn(f"SwanLab's dashboard is not installed ({DASHBOARD_FIX}): {kept}.")
     return "offline"
-
-
-DASHBOARD_FIX = 'pip install "swanlab[dashboard]"'  # swanboard: local mode and `swanlab watch`
 
 
 # ---- What a run reports: the dashboard, metrics.csv, best_model.json and the console ---------
@@ -739,8 +735,7 @@ class RunLog(contextlib.AbstractContextManager):
             self.bar = progress_bar(self.config.episode, sys.stdout.isatty() or in_notebook())
         self.env_steps += length
         row = dict(episode=episode, env_steps=self.env_steps, best_avg_reward=self.best_avg_reward)
-        row["episode_length"] = length
-        row["wall_time_s"] = round(time.time() - self.started, 3)
+        row["episode_length"], row["wall_time_s"] = length, round(time.time() - self.started, 3)
         self.rows.append(dict.fromkeys(COLUMNS) | row | columns_of(charts))
         self.show_progress(refresh=False)
         self.bar.update()
@@ -1363,8 +1358,7 @@ def main(argv: list[str] | None = None) -> int:
             return done.code  # returned: in a notebook a raised SystemExit, even 0, is an error
         pip = "%pip" if in_notebook() else "pip"  # %pip installs into the kernel's own Python
         if problems := version_problems(installed_versions(), pip):  # before any file is written
-            for problem in problems:
-                print(f"dqn_cartpole.py: error: {problem}", file=sys.stderr)
+            print(*(f"dqn_cartpole.py: error: {p}" for p in problems), sep="\n", file=sys.stderr)
             return 2
         for stream in sys.stdout, sys.stderr:  # a console that lacks "ε" prints "?" instead
             with contextlib.suppress(AttributeError):
