@@ -34,6 +34,27 @@ def test_frames_go_to_the_encoder_as_they_are_drawn_not_into_memory(tmp_path, mo
     assert not list(tmp_path.glob(".*.tmp.mp4"))
 
 
+def test_the_video_shows_each_frame_as_drawn_in_its_own_colours(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    env, drawn = recorder(tmp_path, steps=5), dqn.make_env(0, render_mode="rgb_array")
+    with env:
+        env.reset()
+        drawn.reset()
+        drawn.unwrapped.state = env.unwrapped.state  # the first frame's state
+        expected = drawn.render()
+        ended = False
+        while not ended:
+            ended = any(env.step(0)[2:4])
+    frames = imageio_ffmpeg.read_frames(str(tmp_path / "rl-video-episode-0.mp4"))
+    size = next(frames)["size"]
+    first = np.frombuffer(next(frames), np.uint8).reshape(size[1], size[0], 3)
+    assert first.shape == expected.shape
+    pole = (expected == (202, 152, 101)).all(axis=2)  # the pole's brown, not its blue mirror
+    assert pole.sum() > 500
+    assert np.abs(first[pole].mean(axis=0) - (202, 152, 101)).max() < 12
+    assert np.abs(first.astype(int) - expected).mean() < 1  # H.264 is lossy: a little
+
+
 def test_the_gif_keeps_every_third_frame_of_the_first_ten_seconds_of_the_first_video(
     tmp_path, monkeypatch
 ):
